@@ -1,0 +1,3 @@
+"""SynthNet: synthesize trained neural-network weights from their random init."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,29 @@
+"""`synthnet inspect`: metadata, per-tensor statistics and (optionally) accuracy per split of one file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synthnet.data import load_dataset
+from synthnet.evaluate import evaluate
+from synthnet.weights import load_weights
+
+
+def describe(path: Path, arch: str | None = None, dataset: str | None = None) -> tuple[dict, list[dict], list[dict]]:
+    """(metadata, one row per tensor with shape/dtype/mean/std/min/max, one row per split if dataset)."""
+    state, spec, meta = load_weights(path, arch)
+    meta = {"arch": str(spec), **{k: v for k, v in meta.items() if k != "arch"}}
+    tensors = [{"tensor": k, "shape": "x".join(map(str, v.shape)), "dtype": "float32", "mean": v.mean().item(),
+                "std": v.std().item() if v.numel() > 1 else 0.0, "min": v.min().item(), "max": v.max().item()}
+               for k, v in state.items()]
+    scores = []
+    if dataset:
+        data = load_dataset(dataset)
+        if data.n_features != spec.n_features:
+            from synthnet.errors import SynthNetError
+            raise SynthNetError(f"{path}: arch {spec} takes {spec.n_features} features, {dataset} has {data.n_features}")
+        batch = {k: v[None] for k, v in state.items()}
+        for split in ("train", "val", "test"):
+            s = evaluate(spec, batch, *data.split(split))
+            scores.append({"split": split, "accuracy": s.acc.item(), "loss": s.loss.item()})
+    return meta, tensors, scores

@@ -1,0 +1,134 @@
+"""Target networks from a spec string, and the init schemes that make "a random init".
+
+Grammar (documented in the README):
+  mlp:<in>-<h1>-...-<classes>              Sequential(Linear(in,h1), ReLU(), ..., Linear(hk, classes))
+  cnn:<C>x<H>x<W>-<c1>-...-<classes>       2-D convs on a flat input reshaped to (C, H, W)
+  cnn:<C>x<L>-<c1>-...-<classes>           1-D convs on a flat input reshaped to (C, L)
+A cnn is Sequential(Unflatten(1, shape), [Conv(c_prev, c, 3, padding=1), ReLU()]*, AdaptiveAvgPool(1),
+Flatten(), Linear(c_last, classes)); its state_dict keys are those of that module (e.g. `1.weight`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from synthnet.errors import SynthNetError
+
+GRAMMAR = "mlp:<in>-<hidden>-...-<classes> (e.g. mlp:64-32-10) or cnn:<C>x<H>x<W>-<ch>-...-<classes> / cnn:<C>x<L>-<ch>-...-<classes> (e.g. cnn:1x8x8-8-16-10)"
+INITS = ("default", "kaiming_normal", "xavier_uniform", "xavier_normal", "normal:<std>")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed target-network spec: family, input shape, hidden widths, number of classes."""
+
+    kind: str  # "mlp" or "cnn"
+    in_shape: tuple[int, ...]  # (features,) for mlp; (C, H, W) or (C, L) for cnn
+    hidden: tuple[int, ...]  # hidden widths (mlp) or conv channels (cnn)
+    classes: int
+
+    def __str__(self) -> str:
+        head = "x".join(map(str, self.in_shape))
+        return f"{self.kind}:{'-'.join([head, *map(str, self.hidden), str(self.classes)])}"
+
+    @property
+    def n_features(self) -> int:
+        return math.prod(self.in_shape)
+
+    def layer_keys(self) -> list[str]:
+        """Module indices of the parametric layers, in order (e.g. ['0', '2'] for an mlp)."""
+        if self.kind == "mlp":
+            return [str(2 * i) for i in range(len(self.hidden) + 1)]
+        convs = [str(1 + 2 * i) for i in range(len(self.hidden))]
+        return convs + [str(1 + 2 * len(self.hidden) + 2)]
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """state_dict key -> shape, in module order."""
+        widths = [self.in_shape[0] if self.kind == "cnn" else self.n_features, *self.hidden]
+        ksize = (3,) * (len(self.in_shape) - 1)
+        out: dict[str, tuple[int, ...]] = {}
+        for i, key in enumerate(self.layer_keys()):
+            fan_in, fan_out = widths[i], (widths[i + 1] if i < len(self.hidden) else self.classes)
+            is_conv = self.kind == "cnn" and i < len(self.hidden)
+            out[f"{key}.weight"] = (fan_out, fan_in, *ksize) if is_conv else (fan_out, fan_in)
+            out[f"{key}.bias"] = (fan_out,)
+        return out
+
+    def n_params(self) -> int:
+        return sum(math.prod(s) for s in self.shapes().values())
+
+
+def parse_spec(text: str) -> Spec:
+    """Parse `mlp:64-32-10` / `cnn:1x8x8-8-16-10`; a bad spec raises a one-line error with the grammar."""
+    m = re.fullmatch(r"(mlp|cnn):(\d+(?:x\d+)*)((?:-\d+)+)", str(text).strip())
+    if not m:
+        raise SynthNetError(f"bad arch spec {text!r}; grammar: {GRAMMAR}")
+    kind, head, rest = m.group(1), m.group(2), m.group(3)
+    in_shape = tuple(int(v) for v in head.split("x"))
+    sizes = [int(v) for v in rest[1:].split("-")]
+    ok = len(sizes) >= 2 and all(v > 0 for v in (*in_shape, *sizes))
+    ok = ok and ((kind == "mlp" and len(in_shape) == 1) or (kind == "cnn" and len(in_shape) in (2, 3)))
+    if not ok:
+        raise SynthNetError(f"bad arch spec {text!r}; need at least one hidden layer; grammar: {GRAMMAR}")
+    return Spec(kind, in_shape, tuple(sizes[:-1]), sizes[-1])
+
+
+def build_module(spec: Spec | str) -> nn.Sequential:
+    """The plain torch module a spec documents; its parameters are PyTorch's default init."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    layers: list[nn.Module] = []
+    if spec.kind == "mlp":
+        widths = [spec.n_features, *spec.hidden]
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(widths[-1], spec.classes))
+    conv = nn.Conv2d if len(spec.in_shape) == 3 else nn.Conv1d
+    pool = nn.AdaptiveAvgPool2d if len(spec.in_shape) == 3 else nn.AdaptiveAvgPool1d
+    layers.append(nn.Unflatten(1, spec.in_shape))
+    chans = [spec.in_shape[0], *spec.hidden]
+    for a, b in zip(chans[:-1], chans[1:]):
+        layers += [conv(a, b, 3, padding=1), nn.ReLU()]
+    return nn.Sequential(*layers, pool(1), nn.Flatten(), nn.Linear(chans[-1], spec.classes))
+
+
+def _apply_scheme(module: nn.Module, scheme: str, gen: torch.Generator) -> None:
+    """Redraw every weight with `scheme` (biases set to zero), drawing from `gen`."""
+    std = None
+    if scheme.startswith("normal:"):
+        try:
+            std = float(scheme[7:])
+        except ValueError:
+            raise SynthNetError(f"bad init {scheme!r}; accepted: {', '.join(INITS)}") from None
+    elif scheme not in ("kaiming_normal", "xavier_uniform", "xavier_normal"):
+        raise SynthNetError(f"unknown init {scheme!r}; accepted: {', '.join(INITS)}")
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+                continue
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(p)
+            if std is not None:
+                p.normal_(0.0, std, generator=gen)
+            elif scheme == "kaiming_normal":
+                p.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen)
+            elif scheme == "xavier_normal":
+                p.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)), generator=gen)
+            else:
+                bound = math.sqrt(6.0 / (fan_in + fan_out))
+                p.uniform_(-bound, bound, generator=gen)
+
+
+def init_state(spec: Spec | str, seed: int, scheme: str = "default") -> dict[str, torch.Tensor]:
+    """THE random init: torch.manual_seed(seed), construct the module (default), or redraw with `scheme`."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    torch.manual_seed(seed)
+    module = build_module(spec)
+    if scheme != "default":
+        _apply_scheme(module, scheme, torch.Generator().manual_seed(seed))
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+

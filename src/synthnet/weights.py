@@ -1,0 +1,111 @@
+"""Weight files: safetensors only, validated on read, written atomically, with `synthnet.*` metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from synthnet.errors import SynthNetError
+from synthnet.targets import Spec, parse_spec
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) on a temp file beside `path`, then rename it over `path` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], spec: Spec | str, **meta: Any) -> None:
+    """Write a plain state_dict as safetensors with metadata synthnet.arch and synthnet.<key> (JSON values)."""
+    metadata = {"synthnet.arch": str(spec)}
+    metadata.update({f"synthnet.{k}": json.dumps(v) for k, v in meta.items() if v is not None})
+    tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in state.items()}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The synthnet.* metadata of a file (JSON-decoded, prefix stripped); arch stays a string."""
+    _, meta = _read_raw(Path(path))
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        if k.startswith("synthnet."):
+            name = k[len("synthnet."):]
+            try:
+                out[name] = v if name == "arch" else json.loads(v)
+            except json.JSONDecodeError:
+                out[name] = v
+    return out
+
+
+def _read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise SynthNetError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SynthNetError(f"{path}: not a readable safetensors file ({msg})") from None
+
+
+def validate(state: dict[str, torch.Tensor], spec: Spec, source: str) -> dict[str, torch.Tensor]:
+    """Check keys, shapes, dtypes and finiteness against `spec`; return float32 copies."""
+    expected = spec.shapes()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing or extra:
+        raise SynthNetError(f"{source}: does not match arch {spec}: missing keys {missing}, unexpected keys {extra}")
+    out = {}
+    for k, shape in expected.items():
+        t = state[k]
+        if tuple(t.shape) != shape:
+            raise SynthNetError(f"{source}: tensor {k} has shape {tuple(t.shape)}, arch {spec} needs {shape}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise SynthNetError(f"{source}: tensor {k} has dtype {t.dtype}; accepted: float32, float64, float16, bfloat16")
+        t = t.to(torch.float32)
+        if not torch.isfinite(t).all():
+            raise SynthNetError(f"{source}: tensor {k} contains NaN or Inf")
+        out[k] = t
+    return out
+
+
+def load_weights(path: Path, arch: Spec | str | None = None) -> tuple[dict[str, torch.Tensor], Spec, dict]:
+    """Read and validate a weight file: (float32 state_dict, spec, metadata). `arch` overrides metadata."""
+    path = Path(path)
+    state, _ = _read_raw(path)
+    meta = read_metadata(path)
+    if arch is None and "arch" not in meta:
+        raise SynthNetError(f"{path}: no synthnet.arch metadata; pass --arch (e.g. --arch mlp:64-32-10)")
+    spec = arch if isinstance(arch, Spec) else parse_spec(arch if arch is not None else meta["arch"])
+    return validate(state, spec, str(path)), spec, meta
+
+
+def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """List of state_dicts -> key -> (N, *shape)."""
+    return {k: torch.stack([s[k] for s in states]) for k in states[0]}
+
+
+def unstack_state(stacked: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    return {k: v[i] for k, v in stacked.items()}

@@ -1,0 +1,200 @@
+"""Checkpoint zoo: many real training runs of a target family, every epoch saved, one manifest row each.
+
+The teacher recipe is a contract: torch.manual_seed(seed) + construct (= the default init), Adam, cross-entropy,
+data order from torch.Generator().manual_seed(seed) with one randperm per epoch, consecutive batches, the last
+partial batch kept. Many networks train at once as stacked tensors; their losses are summed (not averaged) so
+each network's gradient, and therefore its Adam update, is exactly its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from synthnet.data import Dataset, load_dataset
+from synthnet.errors import SynthNetError
+from synthnet.evaluate import evaluate, logits_per_set
+from synthnet.progress import progress
+from synthnet.targets import Spec, init_state, parse_spec
+from synthnet.weights import load_weights, save_weights, stack_states
+
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The teacher recipe (defaults are the contract other tools reproduce)."""
+
+    epochs: int = 30  # passes over the train split
+    lr: float = 3e-3  # Adam learning rate
+    batch: int = 32  # minibatch size; the last partial batch is kept
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`A:B` (half-open range) or a comma list `1,5,9`."""
+    try:
+        if ":" in text:
+            a, b = text.split(":")
+            seeds = list(range(int(a), int(b)))
+        else:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SynthNetError(f"bad seeds {text!r}; use A:B (half-open) or a comma list like 1,5,9") from None
+    if not seeds:
+        raise SynthNetError(f"seeds {text!r} is empty")
+    return seeds
+
+
+def train_many(spec: Spec, seeds: list[int], data: Dataset, recipe: Recipe,
+               on_epoch: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+               init: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Train one network per seed with the teacher recipe, all at once.
+
+    init: optional key -> (N, *shape) starting weights (default: each seed's default init).
+    on_epoch(epoch, params) is called with detached (N, *shape) tensors for epoch 0..epochs.
+    Returns the final key -> (N, *shape) weights.
+    """
+    start = init if init is not None else stack_states([init_state(spec, s) for s in seeds])
+    params = {k: v.detach().clone().requires_grad_() for k, v in start.items()}
+    opt = torch.optim.Adam(params.values(), lr=recipe.lr)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    x, y = data.x_train, data.y_train
+    n = len(x)
+    if on_epoch:
+        on_epoch(0, {k: v.detach() for k, v in params.items()})
+    for epoch in range(1, recipe.epochs + 1):
+        order = torch.stack([torch.randperm(n, generator=g) for g in gens])  # (N, n)
+        for lo in range(0, n, recipe.batch):
+            idx = order[:, lo:lo + recipe.batch]  # (N, b)
+            out = logits_per_set(spec, params, x[idx])  # (N, b, C)
+            loss = nn.functional.cross_entropy(out.transpose(1, 2), y[idx], reduction="none").mean(1).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if on_epoch:
+            on_epoch(epoch, {k: v.detach() for k, v in params.items()})
+    return {k: v.detach() for k, v in params.items()}
+
+
+def run_dir(spec: Spec, seed: int) -> str:
+    return f"{str(spec).replace(':', '_')}/seed{seed:05d}"
+
+
+def _train_chunk(args: tuple) -> list[dict]:
+    """Train and save one chunk of seeds; return its manifest rows (written by the parent)."""
+    out, arch, dataset, seeds, recipe, threads = args
+    if threads:
+        torch.set_num_threads(threads)
+    spec, data, rows = parse_spec(arch), load_dataset(dataset), []
+
+    def save(epoch: int, params: dict[str, torch.Tensor]) -> None:
+        scores = {s: evaluate(spec, params, *data.split(s)) for s in ("train", "val", "test")}
+        for i, seed in enumerate(seeds):
+            rel = f"{run_dir(spec, seed)}/epoch{epoch:03d}.safetensors"
+            metrics = {f"{s}_{m}": round(float(getattr(sc, m)[i]), 6) for s, sc in scores.items() for m in ("acc", "loss")}
+            save_weights(Path(out) / rel, {k: v[i] for k, v in params.items()}, spec, dataset=dataset, seed=seed,
+                         epoch=epoch, init="default", metrics=metrics)
+            rows.append({"seed": seed, "epoch": epoch, "path": rel, "arch": str(spec), "dataset": dataset,
+                         "init": "default", **metrics})
+
+    train_many(spec, seeds, data, recipe, on_epoch=save)
+    return rows
+
+
+def read_manifest(zoo: Path) -> list[dict]:
+    path = Path(zoo) / MANIFEST
+    if not path.is_file():
+        raise SynthNetError(f"{zoo}: not a zoo (no {MANIFEST}); build one with `synthnet zoo`")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise SynthNetError(f"{path}:{n}: not a JSON line") from None
+    return rows
+
+
+def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recipe: Recipe = Recipe(),
+              workers: int = 1, chunk: int = 128) -> dict:
+    """Train every (arch, seed) run not already finished in `out`; append their manifest rows."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    load_dataset(dataset)  # fail fast on a bad dataset name
+    done = defaultdict(set)
+    if (out / MANIFEST).is_file():
+        for r in read_manifest(out):
+            done[(r["arch"], r["seed"])].add(r["epoch"])
+    jobs = []
+    for arch in archs:
+        spec = parse_spec(arch)
+        todo = [s for s in seeds if len(done[(str(spec), s)]) < recipe.epochs + 1]
+        per = max(1, min(chunk, -(-len(todo) // max(workers, 1))))
+        jobs += [(str(out), str(spec), dataset, todo[i:i + per], recipe, 1 if workers > 1 else 0)
+                 for i in range(0, len(todo), per)]
+    total = sum(len(j[3]) for j in jobs)
+    t0 = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task("zoo runs", total=total)
+        results = (ProcessPoolExecutor(workers).map(_train_chunk, jobs) if workers > 1 and len(jobs) > 1
+                   else map(_train_chunk, jobs))
+        for job, rows in zip(jobs, results):
+            with open(out / MANIFEST, "a") as f:  # rows of a finished chunk only: a crash loses no finished run
+                f.write("".join(json.dumps(r) + "\n" for r in rows))
+            bar.advance(task, len(job[3]))
+    return {"trained": total, "skipped": len(archs) * len(seeds) - total, "seconds": time.perf_counter() - t0}
+
+
+def summarize(zoo: Path) -> list[dict]:
+    """Per (arch, epoch): runs, mean/min/max test accuracy and mean val accuracy."""
+    groups = defaultdict(list)
+    for r in read_manifest(zoo):
+        groups[(r["arch"], r["epoch"])].append(r)
+    table = []
+    for (arch, epoch), rs in sorted(groups.items()):
+        acc = torch.tensor([r["test_acc"] for r in rs])
+        table.append({"arch": arch, "epoch": epoch, "runs": len(rs), "test_mean": float(acc.mean()),
+                      "test_min": float(acc.min()), "test_max": float(acc.max()),
+                      "val_mean": sum(r["val_acc"] for r in rs) / len(rs)})
+    return table
+
+
+@dataclass
+class ZooTensors:
+    """All checkpoints of one arch in a zoo, stacked: key -> (runs, epochs + 1, *shape)."""
+
+    spec: Spec
+    seeds: list[int]
+    params: dict[str, torch.Tensor]
+    val_acc: torch.Tensor  # (runs, epochs + 1)
+
+
+def load_zoo(zoo: Path, arch: str | None = None) -> ZooTensors:
+    """Read every checkpoint of `arch` (default: the zoo's only arch) into stacked tensors."""
+    rows = read_manifest(zoo)
+    archs = sorted({r["arch"] for r in rows})
+    if arch is None and len(archs) != 1:
+        raise SynthNetError(f"{zoo}: holds archs {archs}; choose one")
+    spec = parse_spec(arch or archs[0])
+    rows = [r for r in rows if r["arch"] == str(spec)]
+    if not rows:
+        raise SynthNetError(f"{zoo}: no runs of arch {spec}; it holds {archs}")
+    by_seed = defaultdict(dict)
+    for r in rows:
+        by_seed[r["seed"]][r["epoch"]] = r
+    n_ep = max(len(v) for v in by_seed.values())
+    seeds = sorted(s for s, v in by_seed.items() if len(v) == n_ep)
+    states, val = [], []
+    for s in seeds:
+        eps = [by_seed[s][e] for e in range(n_ep)]
+        states.append(stack_states([load_weights(Path(zoo) / r["path"], spec)[0] for r in eps]))
+        val.append([r["val_acc"] for r in eps])
+    return ZooTensors(spec, seeds, stack_states(states), torch.tensor(val))
