@@ -98,5 +98,77 @@ def zoo(
     print_table(summarize(out), title=f"zoo {out}: test accuracy by epoch")
 
 
+OVERRIDES = typer.Argument(None, help="config overrides key=value, e.g. train.steps=500 model.name=perceiver")
+PRESET = typer.Option(None, "--preset", help="config preset: tiny | demo | paper")
+
+
+@command
+def train(
+    out: Path = typer.Option(..., help="run directory (resumed exactly if it holds latest.pt)"),
+    zoo: Optional[Path] = typer.Option(None, help="zoo directory (default: zoo.path of the config)"),
+    preset: Optional[str] = PRESET,
+    overrides: Optional[list[str]] = OVERRIDES,
+):
+    """Supervised denoising stage on a zoo: writes config.yaml, metrics.jsonl, tb/, latest/best/final.pt."""
+    from synthnet.config import compose, to_yaml
+    from synthnet.train import train as run_train
+
+    cfg = compose(preset, [*(overrides or []), *([f"zoo.path={zoo}"] if zoo else [])])
+    console.print(to_yaml(cfg))
+    run_train(cfg, out)
+    console.print(f"run saved in {out} (best.pt, final.pt)")
+
+
+@command
+def grpo(
+    model: Path = typer.Option(..., help="supervised run directory to start from (its best.pt)"),
+    out: Path = typer.Option(..., help="GRPO run directory (resumed exactly if it holds latest.pt)"),
+    overrides: Optional[list[str]] = OVERRIDES,
+):
+    """GRPO stage: reinforce the denoiser on real validation accuracy from fresh random inits."""
+    from synthnet.config import compose, to_yaml
+    from synthnet.rl.grpo import grpo as run_grpo
+    from synthnet.synthesize import load_synthesizer
+
+    cfg = compose(None, overrides or [], base=load_synthesizer(model).cfg)
+    console.print(to_yaml(cfg))
+    run_grpo(cfg, model, out)
+    console.print(f"run saved in {out} (best.pt, final.pt)")
+
+
+@command
+def synthesize(
+    inputs: list[Path] = typer.Argument(..., help="random-init .safetensors files or directories of them"),
+    model: Path = typer.Option(..., help="run directory of a trained model (supervised or GRPO)"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="output file (one input)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="output directory (keeps input file names)"),
+    steps: int = typer.Option(2, help="denoising steps K"),
+    arch: Optional[str] = typer.Option(None, help="spec for inputs without synthnet.arch metadata"),
+):
+    """Weights in, weights out: synthesize trained weights from random inits. Opens no dataset."""
+    from synthnet.synthesize import synthesize_files
+
+    rows = synthesize_files(inputs, model, steps, out, out_dir, arch)
+    for r in rows:
+        console.print(f"{r['input']} -> {r['output']}  ({r['arch']}, {1000 * r['seconds']:.1f} ms)")
+
+
+config_app = typer.Typer(help="Show resolved configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(preset: Optional[str] = typer.Argument(None, help="tiny | demo | paper (default: schema defaults)"),
+                overrides: Optional[list[str]] = OVERRIDES):
+    """Print a resolved config as YAML, overrides applied."""
+    from synthnet.config import compose, to_yaml
+
+    try:
+        print(to_yaml(compose(preset, overrides or [])))
+    except SynthNetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     app()

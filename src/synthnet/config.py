@@ -132,9 +132,9 @@ def _check_choices(cfg: DictConfig) -> None:
             raise SynthNetError(f"{key}={value!r} is not accepted; choose one of {', '.join(allowed)}")
 
 
-def compose(preset: str | None = None, overrides: list[str] = ()) -> Config:
-    """Schema defaults <- preset YAML <- key=value overrides; returns a typed (structured) config."""
-    cfg = OmegaConf.structured(Config)
+def compose(preset: str | None = None, overrides: list[str] = (), base: Config | None = None) -> Config:
+    """Schema defaults (or `base`) <- preset YAML <- key=value overrides; returns a typed config."""
+    cfg = OmegaConf.structured(Config) if base is None else OmegaConf.merge(OmegaConf.structured(Config), base)
     try:
         if preset:
             path = PRESET_DIR / f"{preset}.yaml"

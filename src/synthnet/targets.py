@@ -103,7 +103,9 @@ def _apply_scheme(module: nn.Module, scheme: str, gen: torch.Generator) -> None:
         try:
             std = float(scheme[7:])
         except ValueError:
-            raise SynthNetError(f"bad init {scheme!r}; accepted: {', '.join(INITS)}") from None
+            std = math.nan
+        if not 0.0 < std < math.inf:
+            raise SynthNetError(f"bad init {scheme!r}: std must be a positive number; accepted: {', '.join(INITS)}")
     elif scheme not in ("kaiming_normal", "xavier_uniform", "xavier_normal"):
         raise SynthNetError(f"unknown init {scheme!r}; accepted: {', '.join(INITS)}")
     with torch.no_grad():

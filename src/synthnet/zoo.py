@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from synthnet.data import Dataset, load_dataset
@@ -24,7 +25,7 @@ from synthnet.errors import SynthNetError
 from synthnet.evaluate import evaluate, logits_per_set
 from synthnet.progress import progress
 from synthnet.targets import Spec, init_state, parse_spec
-from synthnet.weights import load_weights, save_weights, stack_states
+from synthnet.weights import load_weights, read_metadata, save_weights, stack_states
 
 MANIFEST = "manifest.jsonl"
 
@@ -178,7 +179,11 @@ class ZooTensors:
 
 
 def load_zoo(zoo: Path, arch: str | None = None) -> ZooTensors:
-    """Read every checkpoint of `arch` (default: the zoo's only arch) into stacked tensors."""
+    """Every finished run of `arch` (default: the zoo's only arch) as stacked tensors.
+
+    The first load packs them into `pack-<arch>.safetensors` beside the manifest (rebuilt when the manifest
+    changes), so later loads read one file instead of one per checkpoint.
+    """
     rows = read_manifest(zoo)
     archs = sorted({r["arch"] for r in rows})
     if arch is None and len(archs) != 1:
@@ -187,6 +192,13 @@ def load_zoo(zoo: Path, arch: str | None = None) -> ZooTensors:
     rows = [r for r in rows if r["arch"] == str(spec)]
     if not rows:
         raise SynthNetError(f"{zoo}: no runs of arch {spec}; it holds {archs}")
+    pack = Path(zoo) / f"pack-{str(spec).replace(':', '_')}.safetensors"
+    stamp = str(len(rows))
+    if pack.is_file() and read_metadata(pack).get("rows") == stamp:
+        tensors = load_file(pack)
+        seeds = [int(s) for s in tensors.pop("seeds").tolist()]
+        val = tensors.pop("val_acc")
+        return ZooTensors(spec, seeds, tensors, val)
     by_seed = defaultdict(dict)
     for r in rows:
         by_seed[r["seed"]][r["epoch"]] = r
@@ -197,4 +209,7 @@ def load_zoo(zoo: Path, arch: str | None = None) -> ZooTensors:
         eps = [by_seed[s][e] for e in range(n_ep)]
         states.append(stack_states([load_weights(Path(zoo) / r["path"], spec)[0] for r in eps]))
         val.append([r["val_acc"] for r in eps])
-    return ZooTensors(spec, seeds, stack_states(states), torch.tensor(val))
+    out = ZooTensors(spec, seeds, stack_states(states), torch.tensor(val))
+    save_weights(pack, {**out.params, "seeds": torch.tensor(seeds, dtype=torch.float32), "val_acc": out.val_acc},
+                 spec, rows=stamp)
+    return out

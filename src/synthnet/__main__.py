@@ -1,0 +1,3 @@
+from synthnet.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""Denoiser registry: every denoiser maps (tokens, roles, level_in, level_out) -> (tokens, aux).
+
+forward(tokens (B, N, F), roles (N,) long, level_in (B,), level_out (B,), mask (N, F) bool | None = None)
+  -> (out (B, N, F) in normalised token space, 0 on padding; aux dict)
+aux: 'moe_loss' (switch load-balancing loss, weighted by train.moe_aux; 0 when dense), 'moe_z' (router z-loss,
+weighted by train.moe_z; 0 when dense), 'expert_util' ((E,) fraction of tokens per expert; empty when dense).
+Levels are noise levels (1 = random init, 0 = trained); the caller adds the input when model.predict=delta.
+mask defaults to the layout of the spec the model was built for; pass layout(spec).mask for another width.
+
+Adding a denoiser: one entry in DENOISERS (and CHOICES['model.name'] in config.py); a named size: one entry in SIZES.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from synthnet.config import ModelConfig
+from synthnet.errors import SynthNetError
+from synthnet.models.flat_mlp import FlatMLP
+from synthnet.models.perceiver import PerceiverDenoiser
+from synthnet.models.set import SetDenoiser
+from synthnet.targets import Spec
+
+DENOISERS = {"flat-mlp": FlatMLP, "set": SetDenoiser, "perceiver": PerceiverDenoiser}
+
+SIZES: dict[str, dict] = {
+    "set-S": {"name": "set", "dim": 64, "depth": 3, "heads": 4, "ffn_mult": 2, "experts": 0},
+    "set-B": {"name": "set", "dim": 128, "depth": 4, "heads": 4, "ffn_mult": 4, "experts": 0},
+    "set-MoE": {"name": "set", "dim": 64, "depth": 3, "heads": 4, "ffn_mult": 2, "experts": 4},
+    "perceiver-S": {"name": "perceiver", "dim": 64, "depth": 2, "heads": 4, "latents": 16, "ffn_mult": 2,
+                    "experts": 0},
+    "flat-mlp": {"name": "flat-mlp", "dim": 512, "depth": 2, "experts": 0},
+}
+
+
+def size_overrides(name: str) -> dict:
+    """ModelConfig field overrides of a named size."""
+    if name not in SIZES:
+        raise SynthNetError(f"unknown denoiser size {name!r}; accepted: {', '.join(SIZES)}")
+    return dict(SIZES[name])
+
+
+def build_denoiser(cfg: ModelConfig, spec: Spec) -> nn.Module:
+    """The denoiser `cfg.name` for tokens of `spec`."""
+    if cfg.name not in DENOISERS:
+        raise SynthNetError(f"unknown model.name {cfg.name!r}; accepted: {', '.join(DENOISERS)}")
+    if cfg.experts == 1 or cfg.experts < 0 or (cfg.name == "flat-mlp" and cfg.experts):
+        raise SynthNetError(f"model.experts={cfg.experts} is not accepted for {cfg.name}; use 0 (dense) or >= 2 "
+                            "(flat-mlp: 0 only)")
+    if cfg.dim % cfg.heads:
+        raise SynthNetError(f"model.dim={cfg.dim} must be divisible by model.heads={cfg.heads}")
+    return DENOISERS[cfg.name](cfg, spec)

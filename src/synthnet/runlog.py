@@ -1,0 +1,54 @@
+"""Run directory conventions shared by the supervised and GRPO loops: config, checkpoints, metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import torch
+
+from synthnet.config import Config, to_yaml
+from synthnet.weights import atomic_write, atomic_write_text
+
+
+class RunLog:
+    """metrics.jsonl + TensorBoard event files + resolved config in one run directory."""
+
+    def __init__(self, run_dir: Path, cfg: Config):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.dir / "config.yaml", to_yaml(cfg))
+        self.tb = SummaryWriter(str(self.dir / "tb"))
+
+    def log(self, step: int, row: dict) -> None:
+        row = {"step": step, **row}
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and k != "step":
+                self.tb.add_scalar(k, v, step)
+        self.tb.flush()
+
+    def truncate_after(self, step: int) -> None:
+        """Drop metric rows beyond `step` (written after the checkpoint we resume from)."""
+        path = self.dir / "metrics.jsonl"
+        if path.is_file():
+            rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
+            atomic_write_text(path, "".join(r + "\n" for r in rows))
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """torch.save of tensors/primitives, atomically (loaded back with weights_only=True)."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)

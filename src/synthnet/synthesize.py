@@ -1,0 +1,145 @@
+"""Weights in, weights out: the denoiser applied K times to random inits. Never opens a dataset.
+
+Noise levels: a zoo checkpoint at epoch e of E has level 1 - log1p(e) / log1p(E) (1 = random init, 0 = trained);
+a K-step synthesis walks the levels 1 -> (K-1)/K -> ... -> 0 evenly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from synthnet.config import Config, from_yaml, to_yaml
+from synthnet.errors import SynthNetError
+from synthnet.models import build_denoiser
+from synthnet.targets import Spec, parse_spec
+from synthnet.tokens import Normalizer, from_tokens, layout, to_tokens
+from synthnet.weights import load_weights, save_weights, stack_states
+
+
+def epoch_level(epoch: torch.Tensor | float, epochs: int) -> torch.Tensor:
+    """Noise level of a checkpoint at `epoch` of `epochs` (log spacing: early epochs move weights most)."""
+    return 1.0 - torch.log1p(torch.as_tensor(epoch, dtype=torch.float32)) / math.log1p(epochs)
+
+
+def level_epoch(level: torch.Tensor, epochs: int) -> torch.Tensor:
+    """Inverse of epoch_level (fractional epoch)."""
+    return torch.expm1((1.0 - level) * math.log1p(epochs))
+
+
+def schedule(k: int) -> torch.Tensor:
+    """Levels visited by a K-step synthesis: (k + 1,) from 1 down to 0."""
+    return torch.linspace(1.0, 0.0, k + 1)
+
+
+class Synthesizer(nn.Module):
+    """A denoiser with its token normaliser: the whole learned part of SynthNet."""
+
+    def __init__(self, cfg: Config, spec: Spec, normalizer: Normalizer):
+        super().__init__()
+        self.cfg = cfg  # resolved config the run was trained with
+        self.spec = spec  # the spec the model was built for (a set model serves other widths too)
+        self.normalizer = normalizer  # per-role token scaling fitted on the zoo
+        self.denoiser = build_denoiser(cfg.model, spec)
+        self.run_dir: str = ""
+        self.trained_steps = 0
+
+    def encode(self, spec: Spec, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """key -> (B, *shape) weights -> (B, N, F) normalised tokens."""
+        return self.normalizer.normalize(spec, to_tokens(spec, params))
+
+    def decode(self, spec: Spec, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, N, F) normalised tokens -> key -> (B, *shape) weights."""
+        return from_tokens(spec, self.normalizer.unnormalize(spec, tokens))
+
+    def step(self, spec: Spec, tokens: torch.Tensor, level_in: torch.Tensor, level_out: torch.Tensor):
+        """One denoising step. tokens: (B, N, F); levels: (B,). Returns ((B, N, F) next tokens, aux dict)."""
+        lay = layout(spec)
+        out, aux = self.denoiser(tokens, lay.roles, level_in, level_out, lay.mask)
+        return (tokens + out if self.cfg.model.predict == "delta" else out), aux
+
+    def chain(self, spec: Spec, tokens: torch.Tensor, k: int) -> list[torch.Tensor]:
+        """K steps from level 1: list of k (B, N, F) token states (differentiable)."""
+        levels, states = schedule(k), []
+        ones = torch.ones(tokens.shape[0])
+        for i in range(k):
+            tokens, _ = self.step(spec, tokens, ones * levels[i], ones * levels[i + 1])
+            states.append(tokens)
+        return states
+
+    @torch.no_grad()
+    def run(self, spec: Spec, params: dict[str, torch.Tensor], k: int) -> list[dict[str, torch.Tensor]]:
+        """Synthesize from a batch of inits: key -> (N, *shape) in, k states key -> (N, *shape) out."""
+        was_training = self.training
+        self.eval()
+        states = [self.decode(spec, t) for t in self.chain(spec, self.encode(spec, params), k)]
+        self.train(was_training)
+        return states
+
+    @property
+    def identity(self) -> dict:
+        text = to_yaml(self.cfg)
+        return {"run": self.run_dir, "model": self.cfg.model.name, "steps": self.trained_steps,
+                "config_sha": hashlib.sha256(text.encode()).hexdigest()[:12]}
+
+    def checkpoint(self) -> dict:
+        """Everything needed to rebuild this synthesizer (tensors and strings only: weights_only-loadable)."""
+        return {"config": to_yaml(self.cfg), "spec": str(self.spec), "model": self.denoiser.state_dict(),
+                "normalizer": self.normalizer.state_dict(), "trained_steps": self.trained_steps}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, run_dir: str = "") -> "Synthesizer":
+        synth = cls(from_yaml(ckpt["config"]), parse_spec(ckpt["spec"]), Normalizer.from_state_dict(ckpt["normalizer"]))
+        synth.denoiser.load_state_dict(ckpt["model"])
+        synth.run_dir, synth.trained_steps = run_dir, int(ckpt["trained_steps"])
+        return synth.eval()
+
+
+def load_synthesizer(run: Path, which: str = "best") -> Synthesizer:
+    """Load `best`/`final`/`latest` from a run directory (supervised or GRPO)."""
+    path = Path(run) / f"{which}.pt"
+    if not path.is_file():
+        have = sorted(p.stem for p in Path(run).glob("*.pt"))
+        raise SynthNetError(f"{run}: no {which}.pt checkpoint (found: {', '.join(have) or 'none'}); "
+                            "train one with `synthnet train`")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return Synthesizer.from_checkpoint(ckpt["synth"], str(run))
+
+
+def _inputs(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(p.glob("*.safetensors")) if p.is_dir() else [p]
+    if not files:
+        raise SynthNetError(f"no .safetensors inputs in {', '.join(map(str, paths))}")
+    return files
+
+
+def synthesize_files(inputs: list[Path], run: Path, steps: int, out: Path | None = None,
+                     out_dir: Path | None = None, arch: str | None = None) -> list[dict]:
+    """Synthesize every input file (grouped by arch, one batch each); returns per-file rows with timing."""
+    files = _inputs(inputs)
+    if (out is None) == (out_dir is None):
+        raise SynthNetError("give exactly one of -o OUT (one input) or --out-dir DIR")
+    if out is not None and len(files) != 1:
+        raise SynthNetError(f"-o takes one input, got {len(files)}; use --out-dir for many")
+    synth = load_synthesizer(run)
+    loaded = [(f, *load_weights(f, arch)[:2]) for f in files]
+    rows = []
+    for spec_text in sorted({str(s) for _, _, s in loaded}):
+        group = [(f, st, s) for f, st, s in loaded if str(s) == spec_text]
+        spec = group[0][2]
+        t0 = time.perf_counter()
+        final = synth.run(spec, stack_states([st for _, st, _ in group]), steps)[-1]
+        per_file = (time.perf_counter() - t0) / len(group)
+        for i, (f, _, _) in enumerate(group):
+            target = out if out is not None else Path(out_dir) / f.name
+            save_weights(target, {k: v[i] for k, v in final.items()}, spec, model_run=str(run), steps=steps,
+                         source=f.name, synth=synth.identity)
+            rows.append({"input": str(f), "output": str(target), "arch": spec_text, "seconds": per_file})
+    return rows

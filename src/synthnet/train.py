@@ -1,0 +1,223 @@
+"""Supervised denoising stage: learn one-shot jumps and short chains from real training runs.
+
+Each step draws either (a) pairs W_i -> W_j (i < j, variable gaps, the input perturbed by a small centred
+Gaussian) or (b) a K-step chain from W_0 run on the model's own outputs, every step supervised by the zoo
+checkpoint at its noise level (so later steps learn to refine what earlier steps produce). Loss = MSE in
+normalised token space + a functional term: KL of the synthesized network's outputs to the target network's
+on train inputs. Validation = real accuracy of networks synthesized from held-out zoo seeds' inits.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from synthnet.config import Config, to_yaml
+from synthnet.data import Dataset, load_dataset
+from synthnet.errors import SynthNetError
+from synthnet.evaluate import evaluate, logits
+from synthnet.progress import progress
+from synthnet.runlog import RunLog, load_checkpoint, save_checkpoint
+from synthnet.synthesize import Synthesizer, epoch_level, level_epoch, schedule
+from synthnet.tokens import Normalizer, to_tokens
+from synthnet.targets import Spec
+from synthnet.zoo import load_zoo
+
+
+@dataclass
+class ZooTokens:
+    """One arch of the zoo in the denoiser's space, split into training and held-out runs."""
+
+    spec: Spec
+    tokens: torch.Tensor  # (R, E + 1, N, F) normalised tokens of the training runs
+    init_std: torch.Tensor  # (N, F) std of the W_0 tokens (scale of input perturbations)
+    val_init: dict[str, torch.Tensor]  # key -> (V, *shape) inits of held-out runs
+
+    @property
+    def epochs(self) -> int:
+        return self.tokens.shape[1] - 1
+
+
+def load_zoo_tokens(cfg: Config, normalizer: Normalizer | None = None) -> tuple[list[ZooTokens], Normalizer]:
+    """Read every arch of the run's zoo, hold out its last seeds, fit the normaliser on training finals
+    (unless one is given)."""
+    archs = [a for a in cfg.data.arch.split(",") if a]
+    zoos = [load_zoo(Path(cfg.zoo.path), a) for a in archs]
+    v = cfg.train.val_seeds
+    for z in zoos:
+        if len(z.seeds) <= v:
+            raise SynthNetError(f"zoo {cfg.zoo.path} has {len(z.seeds)} runs of {z.spec}; need more than "
+                                f"train.val_seeds={v}")
+    if normalizer is None:
+        normalizer = Normalizer.fit(zoos[0].spec, {k: t[:-v, -1] for k, t in zoos[0].params.items()})
+    out = []
+    for z in zoos:
+        runs, n_ep = len(z.seeds) - v, next(iter(z.params.values())).shape[1]
+        flat = {k: t[:runs].flatten(0, 1) for k, t in z.params.items()}
+        tok = normalizer.normalize(z.spec, to_tokens(z.spec, flat))
+        tok = tok.view(runs, n_ep, *tok.shape[1:])
+        out.append(ZooTokens(z.spec, tok, tok[:, 0].std(0), {k: t[runs:, 0] for k, t in z.params.items()}))
+    return out, normalizer
+
+
+def sample_pairs(zt: ZooTokens, batch: int, frac: float, cfg, g: torch.Generator):
+    """(src (B,N,F), tgt (B,N,F), level_in (B,), level_out (B,), run (B,), epoch_out (B,)) with i < j.
+
+    Sources are W_0 half of the time; targets are the final checkpoint with probability p_final. The gap
+    schedule caps the level gap at a value ramping with training progress `frac` in [0, 1].
+    """
+    e = zt.epochs
+    run = torch.randint(len(zt.tokens), (batch,), generator=g)
+    i = torch.where(torch.rand(batch, generator=g) < 0.5, 0, torch.randint(1, e, (batch,), generator=g))
+    j_any = i + 1 + (torch.rand(batch, generator=g) * (e - i)).long().clamp(max=e - i - 1)
+    j = torch.where(torch.rand(batch, generator=g) < cfg.p_final, torch.full_like(i, e), j_any)
+    cap = {"mixed": 1.0, "easy_to_hard": 0.25 + 0.75 * frac, "hard_to_easy": 1.0 - 0.75 * frac}[cfg.gap]
+    lo_level = (epoch_level(i, e) - cap).clamp(min=0.0)
+    j = torch.minimum(j, level_epoch(lo_level, e).floor().long().clamp(min=1)).maximum(i + 1)
+    return zt.tokens[run, i], zt.tokens[run, j], epoch_level(i, e), epoch_level(j, e), run, j
+
+
+def perturb(tokens: torch.Tensor, init_std: torch.Tensor, step: int, cfg, g: torch.Generator) -> torch.Tensor:
+    """Centred Gaussian noise, sigma log-uniform in [perturb_min, perturb_max] x init scale, ramped in."""
+    b = tokens.shape[0]
+    u = torch.rand(b, 1, 1, generator=g)
+    sigma = torch.exp(math.log(cfg.perturb_min) + u * (math.log(cfg.perturb_max) - math.log(cfg.perturb_min)))
+    ramp = min(1.0, step / max(cfg.perturb_ramp, 1))
+    noise = torch.randn(tokens.shape, generator=g)
+    noise = noise - noise.mean(dim=(1, 2), keepdim=True)
+    return tokens + ramp * sigma * init_std * noise
+
+
+def denoise_loss(synth: Synthesizer, spec: Spec, pred: torch.Tensor, tgt: torch.Tensor, x: torch.Tensor,
+                 func_weight: float) -> tuple[torch.Tensor, dict]:
+    """MSE in token space + func_weight * KL(target net || synthesized net) on inputs x (S, features)."""
+    mse = (pred - tgt).pow(2).mean()
+    loss, parts = mse, {"mse": mse.item()}
+    if func_weight > 0:
+        lp = logits(spec, synth.decode(spec, pred), x).log_softmax(-1)  # (B, S, C)
+        lt = logits(spec, synth.decode(spec, tgt), x).log_softmax(-1)
+        kl = (lt.exp() * (lt - lp)).sum(-1).mean()
+        loss, parts["kl"] = loss + func_weight * kl, kl.item()
+    return loss, parts
+
+
+def chain_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor):
+    """A K-step chain from perturbed W_0 on the model's own outputs; each step vs the zoo at its level."""
+    t = cfg.train
+    k = int(torch.randint(1, t.k_max + 1, (1,), generator=g))
+    run = torch.randint(len(zt.tokens), (t.batch,), generator=g)
+    states = synth.chain(zt.spec, perturb(zt.tokens[run, 0], zt.init_std, step, t, g), k)
+    epochs = level_epoch(schedule(k)[1:], zt.epochs).round().long()
+    total, parts = 0.0, {}
+    for s, ep in zip(states, epochs):
+        loss, parts = denoise_loss(synth, zt.spec, s, zt.tokens[run, ep], x, t.func_weight)
+        total = total + loss / k
+    return total, {**parts, "k": k}
+
+
+def pair_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor):
+    t = cfg.train
+    src, tgt, l_in, l_out, _, _ = sample_pairs(zt, t.batch, step / t.steps, t, g)
+    pred, aux = synth.step(zt.spec, perturb(src, zt.init_std, step, t, g), l_in, l_out)
+    loss, parts = denoise_loss(synth, zt.spec, pred, tgt, x, t.func_weight)
+    return loss + aux["moe_loss"], {**parts, "k": 0}
+
+
+@torch.no_grad()
+def validate(synth: Synthesizer, zoos: list[ZooTokens], data: Dataset, k_max: int) -> dict:
+    """Real val-split accuracy of networks synthesized from held-out inits, per arch and K."""
+    x, y = data.split("val")
+    row = {}
+    for zt in zoos:
+        for k, state in enumerate(synth.run(zt.spec, zt.val_init, k_max), 1):
+            row[f"val_acc/{zt.spec}/k{k}"] = evaluate(zt.spec, state, x, y).acc.mean().item()
+    per_k = [sum(row[f"val_acc/{z.spec}/k{k}"] for z in zoos) / len(zoos) for k in range(1, k_max + 1)]
+    row["val_acc"] = max(per_k)
+    row["val_best_k"] = 1 + per_k.index(row["val_acc"])
+    return row
+
+
+def lr_factor(step: int, cfg) -> float:
+    """Linear warm-up then cosine decay to 0."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))))
+
+
+def train(cfg: Config, out: Path, stop_after: int | None = None) -> Synthesizer:
+    """Run (or exactly resume) the supervised stage into run directory `out`; returns the final synthesizer.
+
+    stop_after: end after this many steps without writing `final` (tests use it to simulate a kill).
+    """
+    out = Path(out)
+    t = cfg.train
+    # ---- set-up: zoo tokens, model, optimiser, RNG; resume if a checkpoint is there ----
+    zoos, normalizer = load_zoo_tokens(cfg)
+    data = load_dataset(cfg.data.dataset)
+    torch.manual_seed(t.seed)
+    synth = Synthesizer(cfg, zoos[0].spec, normalizer)
+    synth.run_dir = str(out)
+    opt = torch.optim.AdamW(synth.denoiser.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    g = torch.Generator().manual_seed(t.seed)
+    step, best = 0, -1.0
+    if (out / "latest.pt").is_file():
+        ckpt = load_checkpoint(out / "latest.pt")
+        if ckpt["synth"]["config"] != to_yaml(cfg):
+            raise SynthNetError(f"{out} holds a run with another config; resume with the same one or use a new --out")
+        synth.denoiser.load_state_dict(ckpt["synth"]["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        g.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        step, best = ckpt["step"], ckpt["best"]
+    log = RunLog(out, cfg)
+    log.truncate_after(step)
+    n_params = sum(p.numel() for p in synth.denoiser.parameters())
+    print(f"denoiser {cfg.model.name}: {n_params:,} parameters; zoo archs {[str(z.spec) for z in zoos]}, "
+          f"{[len(z.tokens) for z in zoos]} training runs, tokens per network {[z.tokens.shape[2] for z in zoos]}")
+
+    def checkpoint(name: str) -> None:
+        synth.trained_steps = step
+        save_checkpoint(out / f"{name}.pt", {"synth": synth.checkpoint(), "optimizer": opt.state_dict(),
+                                              "generator": g.get_state(), "torch_rng": torch.get_rng_state(),
+                                              "step": step, "best": best})
+
+    end = t.steps if stop_after is None else min(t.steps, stop_after)
+    t0 = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task("supervised", total=t.steps, completed=step)
+        while step < end:
+            # ---- batch: pairs or a chain on the model's own outputs ----
+            for group in opt.param_groups:
+                group["lr"] = t.lr * lr_factor(step, t)
+            zt = zoos[int(torch.randint(len(zoos), (1,), generator=g))]
+            x = data.x_train[torch.randint(len(data.x_train), (256,), generator=g)]
+            make = chain_batch if torch.rand(1, generator=g).item() < t.p_unroll else pair_batch
+            synth.train()
+            loss, parts = make(synth, zt, step, cfg, g, x)
+            # ---- update ----
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(synth.denoiser.parameters(), t.grad_clip).item()
+            opt.step()
+            step += 1
+            row = {"loss": loss.item(), **parts, "grad_norm": grad_norm, "lr": opt.param_groups[0]["lr"]}
+            # ---- validation and checkpoints ----
+            if step % t.val_every == 0 or step == t.steps:
+                row.update(validate(synth, zoos, data, t.k_max))
+                row["steps_per_s"] = step / (time.perf_counter() - t0)
+                if row["val_acc"] > best:
+                    best = row["val_acc"]
+                    checkpoint("best")
+                checkpoint("latest")
+                bar.update(task, description=f"supervised val_acc {row['val_acc']:.3f} (k={row['val_best_k']})")
+            log.log(step, row)
+            bar.advance(task)
+    if step >= t.steps:
+        checkpoint("final")
+    log.close()
+    return synth

@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny real zoo and a tiny trained supervised run, built once per test session."""
+
+from pathlib import Path
+
+import pytest
+
+from synthnet.config import compose
+from synthnet.zoo import Recipe, build_zoo
+
+TINY_ARCH = "mlp:64-8-10"
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory) -> Path:
+    """12 real teacher-recipe runs of mlp:64-8-10 on digits, 3 epochs each."""
+    path = tmp_path_factory.mktemp("zoo")
+    build_zoo(path, [TINY_ARCH], "digits", list(range(12)), Recipe(epochs=3))
+    return path
+
+
+def tiny_cfg(zoo: Path, *overrides: str):
+    return compose("tiny", [f"zoo.path={zoo}", f"data.arch={TINY_ARCH}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_zoo, tmp_path_factory) -> Path:
+    """A supervised run trained for the tiny preset's steps on the tiny zoo."""
+    from synthnet.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    train(tiny_cfg(tiny_zoo), out)
+    return out

@@ -1,0 +1,99 @@
+"""Supervised stage: one-step smoke, exact resume, synthesize (weights in, weights out, no data)."""
+
+import json
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+
+from conftest import TINY_ARCH, tiny_cfg
+from synthnet.synthesize import epoch_level, level_epoch, load_synthesizer, schedule
+from synthnet.targets import build_module, init_state, parse_spec
+from synthnet.train import train
+from synthnet.weights import save_weights
+
+VOLATILE = {"steps_per_s"}
+
+
+def rows(run):
+    out = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        out.append({k: v for k, v in r.items() if k not in VOLATILE})
+    return out
+
+
+def test_levels_are_a_noise_scale_not_epochs():
+    lev = epoch_level(torch.arange(31), 30)
+    assert lev[0] == 1.0 and abs(lev[-1].item()) < 1e-6 and (lev[1:] < lev[:-1]).all()
+    torch.testing.assert_close(level_epoch(lev, 30), torch.arange(31).float(), atol=1e-3, rtol=0)
+    torch.testing.assert_close(schedule(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
+
+
+def test_one_step_trains_and_writes_the_run_directory(tiny_zoo, tmp_path):
+    cfg = tiny_cfg(tiny_zoo, "train.steps=1", "train.val_every=1")
+    synth = train(cfg, tmp_path)
+    for name in ("config.yaml", "metrics.jsonl", "best.pt", "latest.pt", "final.pt"):
+        assert (tmp_path / name).is_file(), name
+    assert list((tmp_path / "tb").iterdir()), "no TensorBoard event file"
+    (row,) = rows(tmp_path)
+    assert row["step"] == 1 and torch.isfinite(torch.tensor(row["loss"]))
+    assert 0.0 <= row["val_acc"] <= 1.0 and row["val_best_k"] in (1, 2)
+    loaded = load_synthesizer(tmp_path, "final")
+    for a, b in zip(loaded.denoiser.state_dict().values(), synth.denoiser.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_matches_an_uninterrupted_run(tiny_zoo, tmp_path):
+    cfg = tiny_cfg(tiny_zoo, "train.steps=12", "train.val_every=4")
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(cfg, straight)
+    train(cfg, split, stop_after=6)  # stops after the step-4 checkpoint plus 2 more steps (lost, redone)
+    assert not (split / "final.pt").is_file()
+    train(cfg, split)
+    assert rows(split) == rows(straight)
+    a = load_synthesizer(straight, "final").denoiser.state_dict()
+    b = load_synthesizer(split, "final").denoiser.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_synthesize_writes_plain_loadable_weights_for_any_width(tiny_run, tmp_path):
+    spec = parse_spec("mlp:64-12-10")  # a width the tiny model never saw
+    for seed in (1, 2):
+        save_weights(tmp_path / "in" / f"s{seed}.safetensors", init_state(spec, seed), spec, seed=seed)
+    plain = tmp_path / "plain.safetensors"
+    from safetensors.torch import save_file
+    save_file(init_state(spec, 3), str(plain))  # a plain state_dict: needs --arch
+    cli = [sys.executable, "-m", "synthnet", "synthesize"]
+    r = subprocess.run([*cli, str(tmp_path / "in"), "--model", str(tiny_run), "--out-dir", str(tmp_path / "out"),
+                        "--steps", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for seed in (1, 2):
+        module = build_module(spec)
+        module.load_state_dict(load_file(tmp_path / "out" / f"s{seed}.safetensors"), strict=True)
+    r = subprocess.run([*cli, str(plain), "--model", str(tiny_run), "-o", str(tmp_path / "p.safetensors")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--arch" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([*cli, str(plain), "--model", str(tiny_run), "-o", str(tmp_path / "p.safetensors"),
+                        "--arch", str(spec)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_synthesize_never_opens_a_dataset(tiny_run, tmp_path):
+    spec = parse_spec(TINY_ARCH)
+    src = tmp_path / "init.safetensors"
+    save_weights(src, init_state(spec, 5), spec)
+    probe = f"""
+import sys
+opened = []
+sys.addaudithook(lambda ev, args: opened.append(str(args[0])) if ev == "open" else None)
+from synthnet.synthesize import synthesize_files
+synthesize_files([{str(src)!r}], {str(tiny_run)!r}, 2, out={str(tmp_path / 'out.safetensors')!r})
+data_modules = [m for m in sys.modules if m.startswith(("sklearn", "mnist1d", "synthnet.data"))]
+data_files = [p for p in opened if "digits" in p or "idx" in p.lower() or p.endswith((".csv", ".gz", ".pkl"))]
+print(data_modules, data_files)
+assert not data_modules and not data_files
+"""
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
