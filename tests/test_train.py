@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -31,8 +32,10 @@ def test_levels_are_a_noise_scale_not_epochs():
     torch.testing.assert_close(schedule(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
 
 
-def test_one_step_trains_and_writes_the_run_directory(tiny_zoo, tmp_path):
-    cfg = tiny_cfg(tiny_zoo, "train.steps=1", "train.val_every=1")
+@pytest.mark.parametrize("model", [["model.name=set"], ["model.name=perceiver", "model.experts=2"],
+                                   ["model.name=flat-mlp", "model.predict=delta"]])
+def test_one_step_trains_and_writes_the_run_directory(tiny_zoo, tmp_path, model):
+    cfg = tiny_cfg(tiny_zoo, "train.steps=1", "train.val_every=1", "train.p_unroll=0", *model)
     synth = train(cfg, tmp_path)
     for name in ("config.yaml", "metrics.jsonl", "best.pt", "latest.pt", "final.pt"):
         assert (tmp_path / name).is_file(), name
@@ -40,6 +43,8 @@ def test_one_step_trains_and_writes_the_run_directory(tiny_zoo, tmp_path):
     (row,) = rows(tmp_path)
     assert row["step"] == 1 and torch.isfinite(torch.tensor(row["loss"]))
     assert 0.0 <= row["val_acc"] <= 1.0 and row["val_best_k"] in (1, 2)
+    if "model.experts=2" in model:
+        assert abs(row["expert_util/0"] + row["expert_util/1"] - 1) < 1e-6
     loaded = load_synthesizer(tmp_path, "final")
     for a, b in zip(loaded.denoiser.state_dict().values(), synth.denoiser.state_dict().values()):
         assert torch.equal(a, b)

@@ -63,21 +63,26 @@ class Synthesizer(nn.Module):
         out, aux = self.denoiser(tokens, lay.roles, level_in, level_out, lay.mask)
         return (tokens + out if self.cfg.model.predict == "delta" else out), aux
 
-    def chain(self, spec: Spec, tokens: torch.Tensor, k: int) -> list[torch.Tensor]:
-        """K steps from level 1: list of k (B, N, F) token states (differentiable)."""
-        levels, states = schedule(k), []
+    def moe_penalty(self, aux: dict) -> torch.Tensor:
+        """Weighted MoE auxiliary losses of one step (0 for a dense denoiser)."""
+        return self.cfg.train.moe_aux * aux["moe_loss"] + self.cfg.train.moe_z * aux["moe_z"]
+
+    def chain(self, spec: Spec, tokens: torch.Tensor, k: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """K steps from level 1: (k (B, N, F) token states, summed MoE penalty), differentiable."""
+        levels, states, penalty = schedule(k), [], torch.zeros(())
         ones = torch.ones(tokens.shape[0])
         for i in range(k):
-            tokens, _ = self.step(spec, tokens, ones * levels[i], ones * levels[i + 1])
+            tokens, aux = self.step(spec, tokens, ones * levels[i], ones * levels[i + 1])
             states.append(tokens)
-        return states
+            penalty = penalty + self.moe_penalty(aux)
+        return states, penalty
 
     @torch.no_grad()
     def run(self, spec: Spec, params: dict[str, torch.Tensor], k: int) -> list[dict[str, torch.Tensor]]:
         """Synthesize from a batch of inits: key -> (N, *shape) in, k states key -> (N, *shape) out."""
         was_training = self.training
         self.eval()
-        states = [self.decode(spec, t) for t in self.chain(spec, self.encode(spec, params), k)]
+        states = [self.decode(spec, t) for t in self.chain(spec, self.encode(spec, params), k)[0]]
         self.train(was_training)
         return states
 

@@ -111,9 +111,9 @@ def chain_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: to
     t = cfg.train
     k = int(torch.randint(1, t.k_max + 1, (1,), generator=g))
     run = torch.randint(len(zt.tokens), (t.batch,), generator=g)
-    states = synth.chain(zt.spec, perturb(zt.tokens[run, 0], zt.init_std, step, t, g), k)
+    states, total = synth.chain(zt.spec, perturb(zt.tokens[run, 0], zt.init_std, step, t, g), k)
     epochs = level_epoch(schedule(k)[1:], zt.epochs).round().long()
-    total, parts = 0.0, {}
+    parts = {}
     for s, ep in zip(states, epochs):
         loss, parts = denoise_loss(synth, zt.spec, s, zt.tokens[run, ep], x, t.func_weight)
         total = total + loss / k
@@ -125,7 +125,8 @@ def pair_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: tor
     src, tgt, l_in, l_out, _, _ = sample_pairs(zt, t.batch, step / t.steps, t, g)
     pred, aux = synth.step(zt.spec, perturb(src, zt.init_std, step, t, g), l_in, l_out)
     loss, parts = denoise_loss(synth, zt.spec, pred, tgt, x, t.func_weight)
-    return loss + aux["moe_loss"], {**parts, "k": 0}
+    parts.update({f"expert_util/{i}": u.item() for i, u in enumerate(aux["expert_util"])})
+    return loss + synth.moe_penalty(aux), {**parts, "k": 0}
 
 
 @torch.no_grad()

@@ -125,7 +125,7 @@ def policy_loss(policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollou
     with torch.no_grad():
         ref_mean, _ = ref.step(spec, ro.inputs, ro.level_in, ro.level_out)
     kl = policy.kl(spec, dist, torch.distributions.Normal(ref_mean, torch.full_like(ref_mean, policy.sigma)))
-    loss = normalise_loss(surrogate + cfg.kl_beta * kl, ro, cfg.loss_norm, cfg.k_max) + aux["moe_loss"]
+    loss = normalise_loss(surrogate + cfg.kl_beta * kl, ro, cfg.loss_norm, cfg.k_max) + policy.synth.moe_penalty(aux)
     diag = {"kl": kl.mean().item(), "ratio_mean": ratio.mean().item(),
             "clip_low": ((ratio < 1 - cfg.eps_low) & (adv < 0)).float().mean().item(),
             "clip_high": ((ratio > 1 + cfg.eps_high) & (adv > 0)).float().mean().item(),
