@@ -1,11 +1,17 @@
 """GRPO loop: ratio = 1 on the first pass, reward rises on a toy target, the real loop runs and resumes."""
 
 import json
+import subprocess
+import sys
+import time
 
+import pytest
 import torch
 
 from conftest import tiny_cfg
 from synthnet.config import compose
+from synthnet.errors import SynthNetError
+from synthnet.orchestrate.patches import list_patches, request_patch, request_rollback
 from synthnet.rl.advantage import group_advantages
 from synthnet.rl.grpo import Rollouts, grpo, inits, policy_loss, rollout
 from synthnet.rl.policy import GaussianPolicy
@@ -77,3 +83,42 @@ def test_grpo_loop_logs_diagnostics_and_resumes_exactly(tiny_run, tmp_path):
     grpo(cfg, tiny_run, split, stop_after=3)
     grpo(cfg, tiny_run, split)
     assert _rows(split) == rows
+
+
+def _wait_for(run, predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        path = run / "metrics.jsonl"
+        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+        hit = [r for r in rows if predicate(r)]
+        if hit:
+            return hit[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no metrics row matched within {timeout} s")
+
+
+def test_patch_a_running_grpo_run_then_roll_back(tiny_run, tmp_path):
+    out = tmp_path / "grpo"
+    cmd = [sys.executable, "-m", "synthnet", "grpo", "--model", str(tiny_run), "--out", str(out),
+           "grpo.iters=100000", "grpo.eval_every=1000", "grpo.lr=2e-5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(out, lambda r: r["step"] >= 1)
+        with pytest.raises(SynthNetError, match="model.dim"):
+            request_patch(out, ["model.dim=8"])  # restart-only: refused up front
+        with pytest.raises(SynthNetError, match="grpo.lr"):
+            request_patch(out, ["grpo.lr=5"])  # out of range
+        assert not list(out.glob("patches/inbox/*")), "a refused patch wrote a request"
+        request_patch(out, ["grpo.lr=1e-4", "reward.alpha=0.5"])
+        row = _wait_for(out, lambda r: r.get("patch_id") == 1)
+        assert row["lr"] == 1e-4 and row["reward.alpha"] == 0.5
+        before = _wait_for(out, lambda r: r["step"] < row["step"] and r["step"] >= 1)
+        assert before["lr"] == 2e-5 and before["reward.alpha"] == 1.0 and before["patch_id"] == 0
+        request_rollback(out)
+        back = _wait_for(out, lambda r: r["step"] > row["step"] and r["lr"] == 2e-5)
+        assert back["reward.alpha"] == 1.0
+        history = list_patches(out)
+        assert {h["key"] for h in history if h["status"] == "rolled_back"} == {"grpo.lr", "reward.alpha"}
+    finally:
+        proc.kill()
+        proc.wait()

@@ -100,6 +100,8 @@ def zoo(
 
 OVERRIDES = typer.Argument(None, help="config overrides key=value, e.g. train.steps=500 model.name=perceiver")
 PRESET = typer.Option(None, "--preset", help="config preset: tiny | demo | paper")
+RULE = typer.Option(None, "--rule", help="self-tuning rule (repeatable): sigma_up_on_zero_spread, lr_down_on_kl, "
+                    "or NAME:METRIC>THRESHOLD:KEY*FACTOR:COOLDOWN")
 
 
 @command
@@ -108,14 +110,16 @@ def train(
     zoo: Optional[Path] = typer.Option(None, help="zoo directory (default: zoo.path of the config)"),
     preset: Optional[str] = PRESET,
     overrides: Optional[list[str]] = OVERRIDES,
+    rule: Optional[list[str]] = RULE,
 ):
     """Supervised denoising stage on a zoo: writes config.yaml, metrics.jsonl, tb/, latest/best/final.pt."""
     from synthnet.config import compose, to_yaml
+    from synthnet.orchestrate.patches import parse_rule
     from synthnet.train import train as run_train
 
     cfg = compose(preset, [*(overrides or []), *([f"zoo.path={zoo}"] if zoo else [])])
     console.print(to_yaml(cfg))
-    run_train(cfg, out)
+    run_train(cfg, out, rules=[parse_rule(r) for r in rule or []])
     console.print(f"run saved in {out} (best.pt, final.pt)")
 
 
@@ -124,15 +128,17 @@ def grpo(
     model: Path = typer.Option(..., help="supervised run directory to start from (its best.pt)"),
     out: Path = typer.Option(..., help="GRPO run directory (resumed exactly if it holds latest.pt)"),
     overrides: Optional[list[str]] = OVERRIDES,
+    rule: Optional[list[str]] = RULE,
 ):
     """GRPO stage: reinforce the denoiser on real validation accuracy from fresh random inits."""
     from synthnet.config import compose, to_yaml
+    from synthnet.orchestrate.patches import parse_rule
     from synthnet.rl.grpo import grpo as run_grpo
     from synthnet.synthesize import load_synthesizer
 
     cfg = compose(None, overrides or [], base=load_synthesizer(model).cfg)
     console.print(to_yaml(cfg))
-    run_grpo(cfg, model, out)
+    run_grpo(cfg, model, out, rules=[parse_rule(r) for r in rule or []])
     console.print(f"run saved in {out} (best.pt, final.pt)")
 
 
@@ -151,6 +157,30 @@ def synthesize(
     rows = synthesize_files(inputs, model, steps, out, out_dir, arch)
     for r in rows:
         console.print(f"{r['input']} -> {r['output']}  ({r['arch']}, {1000 * r['seconds']:.1f} ms)")
+
+
+@command
+def patch(
+    run: Path = typer.Argument(..., help="run directory of a supervised or GRPO run (running or to be resumed)"),
+    assignments: Optional[list[str]] = typer.Argument(None, help="live key=value pairs, e.g. grpo.lr=1e-4"),
+    ramp: int = typer.Option(0, help="move each value linearly over N steps (0: at once)"),
+    rollback: bool = typer.Option(False, "--rollback", help="restore the values from before the latest patch"),
+    show: bool = typer.Option(False, "--list", help="print the patch history"),
+):
+    """Change live config keys of a run at its next step boundary, roll the latest patch back, or list them."""
+    from synthnet.orchestrate.patches import list_patches, request_patch, request_rollback
+
+    if bool(assignments) + rollback + show != 1:
+        raise SynthNetError("give key=value pairs, or --rollback, or --list (one of them)")
+    if show:
+        rows = [{k: f"{v:g}" if isinstance(v, float) else v for k, v in r.items()} for r in list_patches(run)]
+        print_table(rows, title=f"patches of {run}") if rows else console.print(f"no patches in {run}")
+    elif rollback:
+        console.print(f"rollback queued as {request_rollback(run)['request']}; the run applies it at its next step")
+    else:
+        req = request_patch(run, assignments, ramp)
+        console.print(f"patch queued as {req['request']}: {req['set']}"
+                      f"{f' over {ramp} steps' if ramp else ''}; the run applies it at its next step")
 
 
 config_app = typer.Typer(help="Show resolved configs.", no_args_is_help=True)

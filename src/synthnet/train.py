@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from synthnet.config import Config, to_yaml
 from synthnet.data import Dataset, load_dataset
 from synthnet.errors import SynthNetError
 from synthnet.evaluate import evaluate, logits
+from synthnet.orchestrate.patches import LivePatches, Rule
 from synthnet.progress import progress
 from synthnet.runlog import RunLog, load_checkpoint, save_checkpoint
 from synthnet.synthesize import Synthesizer, epoch_level, level_epoch, schedule
@@ -150,10 +152,11 @@ def lr_factor(step: int, cfg) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))))
 
 
-def train(cfg: Config, out: Path, stop_after: int | None = None) -> Synthesizer:
+def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence[Rule] = ()) -> Synthesizer:
     """Run (or exactly resume) the supervised stage into run directory `out`; returns the final synthesizer.
 
     stop_after: end after this many steps without writing `final` (tests use it to simulate a kill).
+    rules: self-tuning rules applied as live patches.
     """
     out = Path(out)
     t = cfg.train
@@ -165,9 +168,10 @@ def train(cfg: Config, out: Path, stop_after: int | None = None) -> Synthesizer:
     synth.run_dir = str(out)
     opt = torch.optim.AdamW(synth.denoiser.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     g = torch.Generator().manual_seed(t.seed)
+    ckpt = load_checkpoint(out / "latest.pt") if (out / "latest.pt").is_file() else {}
+    patches = LivePatches(out, cfg, rules, ckpt.get("patches"))  # before the config check: it saved patched values
     step, best = 0, -1.0
-    if (out / "latest.pt").is_file():
-        ckpt = load_checkpoint(out / "latest.pt")
+    if ckpt:
         if ckpt["synth"]["config"] != to_yaml(cfg):
             raise SynthNetError(f"{out} holds a run with another config; resume with the same one or use a new --out")
         synth.denoiser.load_state_dict(ckpt["synth"]["model"])
@@ -185,7 +189,7 @@ def train(cfg: Config, out: Path, stop_after: int | None = None) -> Synthesizer:
         synth.trained_steps = step
         save_checkpoint(out / f"{name}.pt", {"synth": synth.checkpoint(), "optimizer": opt.state_dict(),
                                               "generator": g.get_state(), "torch_rng": torch.get_rng_state(),
-                                              "step": step, "best": best})
+                                              "step": step, "best": best, "patches": patches.state_dict()})
 
     end = t.steps if stop_after is None else min(t.steps, stop_after)
     t0 = time.perf_counter()
@@ -193,6 +197,7 @@ def train(cfg: Config, out: Path, stop_after: int | None = None) -> Synthesizer:
         task = bar.add_task("supervised", total=t.steps, completed=step)
         while step < end:
             # ---- batch: pairs or a chain on the model's own outputs ----
+            patch_id = patches.apply(step)  # live patches take effect here, at the step boundary
             for group in opt.param_groups:
                 group["lr"] = t.lr * lr_factor(step, t)
             zt = zoos[int(torch.randint(len(zoos), (1,), generator=g))]
@@ -206,10 +211,14 @@ def train(cfg: Config, out: Path, stop_after: int | None = None) -> Synthesizer:
             grad_norm = nn.utils.clip_grad_norm_(synth.denoiser.parameters(), t.grad_clip).item()
             opt.step()
             step += 1
-            row = {"loss": loss.item(), **parts, "grad_norm": grad_norm, "lr": opt.param_groups[0]["lr"]}
-            # ---- validation and checkpoints ----
-            if step % t.val_every == 0 or step == t.steps:
+            row = {"loss": loss.item(), **parts, "grad_norm": grad_norm, "lr": opt.param_groups[0]["lr"],
+                   "patch_id": patch_id}
+            # ---- validation, self-tuning rules, checkpoints ----
+            validating = step % t.val_every == 0 or step == t.steps
+            if validating:
                 row.update(validate(synth, zoos, data, t.k_max))
+            patches.observe(step, row)
+            if validating:
                 row["steps_per_s"] = step / (time.perf_counter() - t0)
                 if row["val_acc"] > best:
                     best = row["val_acc"]

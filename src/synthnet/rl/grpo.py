@@ -9,6 +9,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from synthnet.config import Config, to_yaml
 from synthnet.data import load_dataset
 from synthnet.errors import SynthNetError
 from synthnet.evaluate import evaluate
+from synthnet.orchestrate.patches import LivePatches, Rule
 from synthnet.progress import progress
 from synthnet.rl.advantage import group_advantages, spread, zero_spread_fraction
 from synthnet.rl.policy import GaussianPolicy
@@ -144,8 +146,9 @@ def heldout(synth: Synthesizer, spec: Spec, params: dict, k_max: int, x, y) -> d
     return row
 
 
-def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None) -> Synthesizer:
-    """Reinforce the supervised model of `model_run` into run directory `out` (exact resume)."""
+def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
+         rules: Sequence[Rule] = ()) -> Synthesizer:
+    """Reinforce the supervised model of `model_run` into run directory `out` (exact resume, live patches)."""
     out, gc = Path(out), cfg.grpo
     # ---- set-up: policy, frozen reference, zoo for the auxiliary loss, fixed held-out inits ----
     synth = load_synthesizer(model_run, "best")
@@ -161,9 +164,10 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None)
     held = inits(spec, list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + gc.eval_inits)))
     opt = torch.optim.AdamW(synth.denoiser.parameters(), lr=gc.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(gc.seed)
+    ckpt = load_checkpoint(out / "latest.pt") if (out / "latest.pt").is_file() else {}
+    patches = LivePatches(out, cfg, rules, ckpt.get("patches"))  # restores patched values and ramps
     it, best = 0, -1.0
-    if (out / "latest.pt").is_file():
-        ckpt = load_checkpoint(out / "latest.pt")
+    if ckpt:
         synth.denoiser.load_state_dict(ckpt["synth"]["model"])
         opt.load_state_dict(ckpt["optimizer"])
         g.set_state(ckpt["generator"])
@@ -178,7 +182,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None)
         synth.trained_steps = it
         save_checkpoint(out / f"{name}.pt", {"synth": synth.checkpoint(), "optimizer": opt.state_dict(),
                                               "generator": g.get_state(), "torch_rng": torch.get_rng_state(),
-                                              "step": it, "best": best})
+                                              "step": it, "best": best, "patches": patches.state_dict()})
 
     if it == 0:
         row = heldout(synth, spec, held, gc.k_max, x, y)
@@ -191,6 +195,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None)
         task = bar.add_task("grpo", total=gc.iters, completed=it)
         while it < end:
             t0 = time.perf_counter()
+            patch_id = patches.apply(it)  # live patches take effect here, at the step boundary
             policy.sigma = gc.sigma
             for group in opt.param_groups:
                 group["lr"] = gc.lr
@@ -233,10 +238,15 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None)
                         "reward_min": reward.min().item(), "reward_max": reward.max().item(),
                         **{f"{n}_mean": v.mean().item() for n, v in terms.items()}, **diag,
                         "loss": loss.item(), "grad_norm": float(grad_norm), "sigma": policy.sigma, "lr": gc.lr,
+                        **{f"reward.{k}": v for k, v in cfg.reward.items()},
                         "rollout_steps_per_s": len(ro.rollout) / (t_end - t0),
                         "time_rollout": t_roll - t0, "time_reward": t_reward - t_roll, "time_update": t_end - t_reward})
-            if it % gc.eval_every == 0 or it == gc.iters:
+            row["patch_id"] = patch_id
+            evaluating = it % gc.eval_every == 0 or it == gc.iters
+            if evaluating:
                 row.update(heldout(synth, spec, held, gc.k_max, x, y))
+            patches.observe(it, row)  # self-tuning rules, before the checkpoint so a resume replays them
+            if evaluating:
                 if row["heldout_acc"] > best:
                     best = row["heldout_acc"]
                     checkpoint("best")

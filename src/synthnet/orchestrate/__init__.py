@@ -1,0 +1,1 @@
+"""Orchestration: live config patches and self-tuning rules for running loops."""
