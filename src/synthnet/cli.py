@@ -25,7 +25,7 @@ def command(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except SynthNetError as exc:
+        except (SynthNetError, OSError) as exc:  # OSError: an unwritable or vanished path the user gave
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(2) from None
 

@@ -33,12 +33,12 @@ class ZooConfig:
 @dataclass
 class ModelConfig:
     name: str = "set"  # denoiser family: flat-mlp | set | perceiver
-    dim: int = 128  # token width inside the denoiser
-    depth: int = 4  # attention blocks
+    dim: int = 64  # token width inside the denoiser
+    depth: int = 3  # attention blocks
     heads: int = 4  # attention heads
     latents: int = 32  # perceiver latent array size
     experts: int = 0  # MoE experts per feed-forward (0 = dense feed-forward; >= 2 for MoE)
-    ffn_mult: int = 4  # feed-forward hidden = ffn_mult * dim
+    ffn_mult: int = 2  # feed-forward hidden = ffn_mult * dim
     predict: str = "x0"  # x0 (clean weights) | delta (added to the input weights)
 
 
@@ -77,8 +77,8 @@ class RewardConfig:
 
 @dataclass
 class GRPOConfig:
-    iters: int = 200  # policy updates
-    inits: int = 16  # fresh random inits (prompts) per iteration
+    iters: int = 100  # policy updates
+    inits: int = 8  # fresh random inits (prompts) per iteration
     group: int = 8  # rollouts per init
     k_max: int = 4  # longest rollout
     k_dist: str = "uniform"  # K per rollout: uniform over 1..k_max | fixed (always k_max)
@@ -86,7 +86,7 @@ class GRPOConfig:
     lr: float = 2e-5  # AdamW learning rate (live)
     eps_low: float = 0.2  # PPO clip below 1
     eps_high: float = 0.28  # PPO clip above 1
-    mu: int = 2  # optimisation passes per batch of rollouts
+    mu: int = 1  # optimisation passes per batch of rollouts
     kl_beta: float = 0.01  # weight of KL to the frozen supervised model
     aux_weight: float = 0.5  # weight of the auxiliary supervised denoising loss on zoo pairs
     group_mode: str = "sequences"  # sequences | steps | both
