@@ -29,7 +29,7 @@ def headline(model: Path, cfg: Config) -> dict:
     teacher = evaluate(spec, train_many(spec, seeds, data, Recipe(cfg.zoo.epochs)), *data.split("test")).acc
     teacher_s = time.perf_counter() - t0
     rows = [{"model": "teacher", "test_acc_mean": teacher.mean().item(), "test_acc_min": teacher.min().item(),
-             "beats_teacher": float("nan"), "seconds": teacher_s}]
+             "beats_teacher": None, "seconds": teacher_s}]
     for k, state in enumerate(states, 1):
         acc = evaluate(spec, state, *data.split("test")).acc
         rows.append({"model": f"synthnet K={k}", "test_acc_mean": acc.mean().item(), "test_acc_min": acc.min().item(),
