@@ -150,9 +150,9 @@ class Normalizer:
         """Fit on a batch of trained weights (key -> (B, *shape)), e.g. zoo finals."""
         lay = layout(spec)
         x = to_tokens(spec, params).detach().double() * lay.gain
-        group = _groups(lay)[lay.mask]
-        sums = torch.zeros(N_ROLES * len(SLOT_KINDS), dtype=torch.double).index_add_(0, group, x.pow(2).mean(0)[lay.mask])
-        counts = torch.bincount(group, minlength=N_ROLES * len(SLOT_KINDS))
+        group, n_groups = _groups(lay)[lay.mask], N_ROLES * len(SLOT_KINDS)
+        sums = torch.zeros(n_groups, dtype=torch.double).index_add_(0, group, x.pow(2).mean(0)[lay.mask])
+        counts = torch.bincount(group, minlength=n_groups)
         scale = torch.where(counts > 0, (sums / counts.clamp(min=1)).sqrt(), math.nan).float()
         if (scale == 0).any():
             dead = ", ".join(_group_name(g) for g in torch.nonzero(scale == 0).flatten().tolist())
