@@ -52,3 +52,21 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_training_state(path: Path, synth, opt: torch.optim.Optimizer, g: torch.Generator, step: int, best: float,
+                        patches) -> None:
+    """Everything an exact resume needs: model, optimiser, RNG states, step, best metric, live-patch state."""
+    synth.trained_steps = step
+    save_checkpoint(path, {"synth": synth.checkpoint(), "optimizer": opt.state_dict(), "generator": g.get_state(),
+                           "torch_rng": torch.get_rng_state(), "step": step, "best": best,
+                           "patches": patches.state_dict()})
+
+
+def restore_training_state(ckpt: dict, synth, opt: torch.optim.Optimizer, g: torch.Generator) -> tuple[int, float]:
+    """Load a save_training_state checkpoint into live objects; returns (step, best)."""
+    synth.denoiser.load_state_dict(ckpt["synth"]["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    g.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    return ckpt["step"], ckpt["best"]

@@ -24,7 +24,7 @@ from synthnet.errors import SynthNetError
 from synthnet.evaluate import evaluate, logits
 from synthnet.orchestrate.patches import LivePatches, Rule
 from synthnet.progress import progress
-from synthnet.runlog import RunLog, load_checkpoint, save_checkpoint
+from synthnet.runlog import RunLog, load_checkpoint, restore_training_state, save_training_state
 from synthnet.synthesize import Synthesizer, epoch_level, level_epoch, schedule
 from synthnet.tokens import Normalizer, to_tokens
 from synthnet.targets import Spec
@@ -174,11 +174,7 @@ def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence
     if ckpt:
         if ckpt["synth"]["config"] != to_yaml(cfg):
             raise SynthNetError(f"{out} holds a run with another config; resume with the same one or use a new --out")
-        synth.denoiser.load_state_dict(ckpt["synth"]["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        g.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        step, best = ckpt["step"], ckpt["best"]
+        step, best = restore_training_state(ckpt, synth, opt, g)
     log = RunLog(out, cfg)
     log.truncate_after(step)
     n_params = sum(p.numel() for p in synth.denoiser.parameters())
@@ -186,10 +182,7 @@ def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence
           f"{[len(z.tokens) for z in zoos]} training runs, tokens per network {[z.tokens.shape[2] for z in zoos]}")
 
     def checkpoint(name: str) -> None:
-        synth.trained_steps = step
-        save_checkpoint(out / f"{name}.pt", {"synth": synth.checkpoint(), "optimizer": opt.state_dict(),
-                                              "generator": g.get_state(), "torch_rng": torch.get_rng_state(),
-                                              "step": step, "best": best, "patches": patches.state_dict()})
+        save_training_state(out / f"{name}.pt", synth, opt, g, step, best, patches)
 
     end = t.steps if stop_after is None else min(t.steps, stop_after)
     t0 = time.perf_counter()

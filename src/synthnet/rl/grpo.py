@@ -23,7 +23,7 @@ from synthnet.progress import progress
 from synthnet.rl.advantage import group_advantages, spread, zero_spread_fraction
 from synthnet.rl.policy import GaussianPolicy
 from synthnet.rl.reward import rollout_reward, step_rewards
-from synthnet.runlog import RunLog, load_checkpoint, save_checkpoint
+from synthnet.runlog import RunLog, load_checkpoint, restore_training_state, save_training_state
 from synthnet.synthesize import Synthesizer, load_synthesizer
 from synthnet.targets import Spec, init_state
 from synthnet.train import chain_batch, load_zoo_tokens
@@ -168,21 +168,14 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
     patches = LivePatches(out, cfg, rules, ckpt.get("patches"))  # restores patched values and ramps
     it, best = 0, -1.0
     if ckpt:
-        synth.denoiser.load_state_dict(ckpt["synth"]["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        g.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        it, best = ckpt["step"], ckpt["best"]
+        it, best = restore_training_state(ckpt, synth, opt, g)
     log = RunLog(out, cfg)
     log.truncate_after(it)
     print(f"GRPO: {gc.inits} fresh inits x {gc.group} rollouts x K<={gc.k_max} per iteration, "
           f"{gc.iters} iterations, group mode {gc.group_mode}")
 
     def checkpoint(name: str) -> None:
-        synth.trained_steps = it
-        save_checkpoint(out / f"{name}.pt", {"synth": synth.checkpoint(), "optimizer": opt.state_dict(),
-                                              "generator": g.get_state(), "torch_rng": torch.get_rng_state(),
-                                              "step": it, "best": best, "patches": patches.state_dict()})
+        save_training_state(out / f"{name}.pt", synth, opt, g, it, best, patches)
 
     if it == 0:
         row = heldout(synth, spec, held, gc.k_max, x, y)
