@@ -18,8 +18,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 
 
-def command(fn):
+def command(fn=None, *, name: str | None = None):
     """Register a command whose SynthNetError (and bad-input OSError) becomes one line on stderr and exit 2."""
+    if fn is None:
+        return functools.partial(command, name=name)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -29,7 +31,7 @@ def command(fn):
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(2) from None
 
-    return app.command()(wrapper)
+    return app.command(name)(wrapper)
 
 
 def print_table(rows: list[dict], title: str = "") -> None:
@@ -185,17 +187,70 @@ def patch(
 
 @command
 def demo(
-    out: Path = typer.Option(Path("demo"), help="where the runs and results.json go (finished parts are reused)"),
+    out: Path = typer.Option(Path("demo"), help="where the runs and the eval report go (finished parts are reused)"),
     preset: str = typer.Option("demo", help="config preset: tiny | demo | paper"),
     overrides: Optional[list[str]] = OVERRIDES,
 ):
-    """zoo -> supervised stage -> GRPO -> SynthNet vs teacher on unseen seeds (digits, ~10 min on 2 cores)."""
-    from synthnet.config import compose
-    from synthnet.demo import run_demo
+    """zoo -> supervised stage -> GRPO -> eval on unseen seeds, with an HTML report (digits, ~10 min on 2 cores)."""
+    import json
 
-    results = run_demo(compose(preset, overrides or []), out)
-    print_table(results["rows"], title=f"{results['arch']} on {results['dataset']}, unseen seeds {results['seeds']}")
-    console.print(f"results: {out / 'results.json'}")
+    from synthnet.config import compose
+    from synthnet.demo import headline_rows, run_demo
+
+    ev = run_demo(compose(preset, overrides or []), out)
+    res = json.loads((ev / "results.json").read_text())
+    print_table(headline_rows(res), title=f"{res['arch']} on {res['dataset']}, {len(res['seeds'])} unseen seeds "
+                f"({min(res['seeds'])}..{max(res['seeds'])}), test accuracy")
+    print_headline(ev)
+
+
+@command(name="eval")
+def evaluate(
+    model: Path = typer.Option(..., help="run directory of the model to evaluate (its best.pt)"),
+    out: Path = typer.Option(..., help="directory for results.json, report.md, report.html and the PNG plots"),
+    seeds: str = typer.Option("100000:100064", help="unseen init seeds, A:B (half-open) or a comma list"),
+    dataset: Optional[str] = typer.Option(None, help="digits|mnist1d|idx:<dir> (default: the model's dataset)"),
+    arch: Optional[str] = typer.Option(None, help="target spec (default: the model's first zoo arch)"),
+    zoo: Optional[Path] = typer.Option(None, help="zoo for baselines and novelty (default: the model's zoo)"),
+    k_max: int = typer.Option(4, help="evaluate SynthNet with K = 1..k_max steps"),
+    flat: Optional[Path] = typer.Option(None, help="run directory of a flat-mlp model to compare with"),
+):
+    """SynthNet vs its teacher, zoo baselines, novelty, robustness and speed on unseen seeds, with an HTML report."""
+    from synthnet.eval.run import evaluate_model
+    from synthnet.synthesize import load_synthesizer
+    from synthnet.zoo import parse_seeds
+
+    synth = load_synthesizer(model)
+    cfg = synth.cfg
+    evaluate_model(synth, zoo or Path(cfg.zoo.path), dataset or cfg.data.dataset, arch or cfg.data.arch.split(",")[0],
+                   parse_seeds(seeds), k_max, out, load_synthesizer(flat) if flat else None)
+    print_headline(out)
+
+
+def print_headline(out: Path) -> None:
+    """The status line of an eval directory and where its report is."""
+    import json
+
+    from synthnet.eval.report import headline
+
+    h = headline(json.loads((out / "results.json").read_text()))
+    console.print(f"SynthNet K={h['k']}: test acc {h['synth_acc']:.4f} vs teacher {h['teacher_acc']:.4f}; "
+                  f"beats its teacher on {100 * h['beats']:.0f}% of seeds; novelty ratio {h['ratio']:.3f} "
+                  f"({'pass' if h['pass'] else 'FAIL'}, < {h['threshold']})")
+    console.print(f"report: {out / 'report.html'}")
+
+
+@command(name="export-exr")
+def export_exr(
+    file: Path = typer.Argument(..., help="a .safetensors weight file"),
+    out: Path = typer.Option(..., "-o", "--out", help="output directory: one <tensor>.exr per tensor"),
+    arch: Optional[str] = typer.Option(None, help="spec for files without synthnet.arch metadata"),
+):
+    """Write each tensor as a lossless float32 OpenEXR image (2-D: out x in; bias: 1 row; conv: out x in*kh*kw)."""
+    from synthnet.eval.exr import export_exr as run_export
+
+    for path in run_export(file, out, arch):
+        console.print(str(path))
 
 
 config_app = typer.Typer(help="Show resolved configs.", no_args_is_help=True)

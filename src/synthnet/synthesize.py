@@ -86,6 +86,10 @@ class Synthesizer(nn.Module):
         self.train(was_training)
         return states
 
+    def outputs(self, spec: Spec, params: dict[str, torch.Tensor], k_max: int) -> list[dict[str, torch.Tensor]]:
+        """What a user gets with K = 1..k_max steps (each a full K-step synthesis): k_max states (N, *shape)."""
+        return [self.run(spec, params, k)[-1] for k in range(1, k_max + 1)]
+
     @property
     def identity(self) -> dict:
         text = to_yaml(self.cfg)

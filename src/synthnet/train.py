@@ -137,7 +137,7 @@ def validate(synth: Synthesizer, zoos: list[ZooTokens], data: Dataset, k_max: in
     x, y = data.split("val")
     row = {}
     for zt in zoos:
-        for k, state in enumerate(synth.run(zt.spec, zt.val_init, k_max), 1):
+        for k, state in enumerate(synth.outputs(zt.spec, zt.val_init, k_max), 1):
             row[f"val_acc/{zt.spec}/k{k}"] = evaluate(zt.spec, state, x, y).acc.mean().item()
     per_k = [sum(row[f"val_acc/{z.spec}/k{k}"] for z in zoos) / len(zoos) for k in range(1, k_max + 1)]
     row["val_acc"] = max(per_k)

@@ -141,7 +141,7 @@ def policy_loss(policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollou
 def heldout(synth: Synthesizer, spec: Spec, params: dict, k_max: int, x, y) -> dict:
     """Mean-policy (inference) val accuracy on the fixed held-out inits, per K."""
     row = {f"heldout_acc/k{k}": evaluate(spec, s, x, y).acc.mean().item()
-           for k, s in enumerate(synth.run(spec, params, k_max), 1)}
+           for k, s in enumerate(synth.outputs(spec, params, k_max), 1)}
     row["heldout_acc"] = max(row.values())
     return row
 

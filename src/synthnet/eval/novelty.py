@@ -1,0 +1,203 @@
+"""Is a network derived from its init or copied from the zoo? Permutation-aligned distances and error overlap.
+
+Hidden units (MLP neurons, conv channels) can be permuted without changing the function, so weights are compared
+only after aligning them. Alignment is weight matching: unit i of layer l is described by its incoming row (with
+the previous layer's permutation applied to its columns), its bias and its outgoing column; a forward pass solves
+one Hungarian assignment per hidden layer using the features whose other side is already fixed (incoming rows,
+and the outgoing columns of the last hidden layer, whose rows are the classes), then, for two or more hidden
+layers, passes with all features repeat until no permutation changes. For one hidden layer the forward pass is
+the exact minimiser of the distance.
+
+`nearest` is exact with respect to that alignment but aligns few references: a lower bound on every reference's
+aligned squared distance ranks them, candidates are aligned in that order, and a query stops once its next bound
+exceeds the best aligned distance found (see `lower_bound`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from synthnet.targets import Spec
+
+Params = dict[str, torch.Tensor]
+MAX_PASSES = 10  # weight-matching passes for nets with >= 2 hidden layers (they converge in 2-3)
+CANDIDATES = 128  # references aligned per live query in each round of `nearest`
+BOUND_BLOCK = (64, 32)  # (queries, references) per lower-bound block: memory is their product * width^2 floats
+
+
+def _layers(spec: Spec) -> list[tuple[str, str]]:
+    """(weight key, bias key) of every parametric layer, input to output."""
+    return [(f"{k}.weight", f"{k}.bias") for k in spec.layer_keys()]
+
+
+def _take(t: torch.Tensor, perm: torch.Tensor, dim: int) -> torch.Tensor:
+    """Reorder dim `dim` of t (N, ...) by perm (N, h): out[n, ..., j, ...] = t[n, ..., perm[n, j], ...]."""
+    rows = torch.arange(len(perm)).unsqueeze(1)
+    return t.movedim(dim, 1)[rows, perm].movedim(1, dim)
+
+
+def permute(spec: Spec, params: Params, perms: list[torch.Tensor]) -> Params:
+    """Apply one permutation per hidden layer (perms[l]: (N, h_l) long) to params key -> (N, *shape).
+
+    Unit j of hidden layer l in the output is unit perms[l][:, j] of the input; the function is unchanged.
+    """
+    out = dict(params)
+    layers = _layers(spec)
+    for l, perm in enumerate(perms):
+        w, b = layers[l]
+        out[w], out[b] = _take(out[w], perm, 1), _take(out[b], perm, 1)
+        out[layers[l + 1][0]] = _take(out[layers[l + 1][0]], perm, 2)
+    return out
+
+
+def _incoming(spec: Spec, params: Params, l: int) -> torch.Tensor:
+    """(N, h_l, F_in): each unit's incoming weights, flattened (conv kernels included)."""
+    w, b = _layers(spec)[l]
+    return params[w].reshape(*params[b].shape, -1)
+
+
+def _outgoing(spec: Spec, params: Params, l: int) -> torch.Tensor:
+    """(N, h_l, F_out): each unit's outgoing weights (the next layer's column), flattened."""
+    nxt = params[_layers(spec)[l + 1][0]]  # (N, out, h_l, *k)
+    return nxt.transpose(1, 2).reshape(nxt.shape[0], nxt.shape[2], -1)
+
+
+def _features(spec: Spec, params: Params, l: int, outgoing: bool) -> torch.Tensor:
+    """Per-unit features of hidden layer l: (N, h_l, F) = [bias, incoming row, outgoing column if asked]."""
+    parts = [params[_layers(spec)[l][1]].unsqueeze(-1), _incoming(spec, params, l)]
+    return torch.cat(parts + [_outgoing(spec, params, l)] if outgoing else parts, -1)
+
+
+def _assign(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+    """Hungarian matching of units: fa (N or 1, h, F), fb (N, h, F) -> (N, h) long, a's unit i <-> b's unit out[i].
+
+    Minimising the summed squared distance equals maximising the summed inner product (norms are fixed).
+    """
+    cost = torch.matmul(fa, fb.transpose(1, 2)).neg_().double().numpy()
+    cols = [linear_sum_assignment(c)[1] for c in cost]
+    return torch.from_numpy(np.stack(cols)).long()
+
+
+def align(spec: Spec, a: Params, b: Params) -> Params:
+    """Permute the hidden units of b (key -> (N, *shape)) to best match a (key -> (N or 1, *shape))."""
+    n_hidden = len(spec.hidden)
+    n = b[_layers(spec)[0][1]].shape[0]
+    perms = [torch.arange(h).expand(n, h) for h in spec.hidden]
+    for p in range(MAX_PASSES):
+        changed = False
+        for l in range(n_hidden):
+            full = p > 0 or l == n_hidden - 1
+            cur = permute(spec, b, perms)
+            sigma = _assign(_features(spec, a, l, full), _features(spec, cur, l, full))
+            new = torch.take_along_dim(perms[l], sigma, 1)
+            changed |= bool((new != perms[l]).any())
+            perms[l] = new
+        if n_hidden == 1 or (p > 0 and not changed):
+            break
+    return permute(spec, b, perms)
+
+
+def flat(spec: Spec, params: Params) -> torch.Tensor:
+    """key -> (N, *shape) -> (N, P): all weights of each net, in the spec's key order."""
+    return torch.cat([params[k].reshape(params[k].shape[0], -1) for k in spec.shapes()], 1)
+
+
+def aligned_distance(spec: Spec, a: Params, b: Params) -> torch.Tensor:
+    """(N,) L2 distance between a[n] (or a[0] when a holds one net) and b[n] after aligning b[n] to it."""
+    return (flat(spec, a) - flat(spec, align(spec, a, b))).norm(dim=1)
+
+
+def lower_bound(spec: Spec, query: Params, refs: Params) -> torch.Tensor:
+    """(N, R) lower bound on the aligned squared distance of every query (N, *shape) to every ref (R, *shape).
+
+    Each weight tensor is charged to one hidden layer's units (rows of a layer's incoming weights, plus the
+    outgoing columns of the last hidden layer); rows fed by another hidden layer are sorted, which no permutation
+    of that layer can beat. Per layer, the Hungarian cost matrix is bounded by its row and column reductions.
+    """
+    layers, n_hidden = _layers(spec), len(spec.hidden)
+    out_b = layers[-1][1]
+    bound = torch.cdist(query[out_b], refs[out_b]).square()
+    for l in range(n_hidden):
+        fa, fb = (_bound_features(spec, p, l) for p in (query, refs))  # (N, h, F), (R, h, F)
+        n, h, f = fa.shape
+        # one matmul gives m_ij = |b_j|^2 - 2 a_i.b_j, i.e. the squared distance less |a_i|^2 (constant per row)
+        ones, sq_b = torch.ones(n, h, 1), fb.square().sum(-1, keepdim=True)
+        m = (torch.cat([-2 * fa, ones], -1).reshape(n * h, f + 1) @ torch.cat([fb, sq_b], -1).reshape(-1, f + 1).T)
+        m = m.view(n, h, -1, h)  # (N, h_a, R, h_b)
+        rows = m.amin(-1, keepdim=True)  # (N, h_a, R, 1)
+        cols = m.sub_(rows).amin(1)  # (N, R, h_b): column reduction after the row reduction
+        bound += (rows.squeeze(-1) + fa.square().sum(-1)[:, :, None]).clamp_min(0).sum(1) + cols.sum(-1)
+    return bound
+
+
+def _bound_features(spec: Spec, params: Params, l: int) -> torch.Tensor:
+    """Unit features of hidden layer l for the lower bound: (N, h_l, F), each weight charged once."""
+    last = l == len(spec.hidden) - 1
+    if l == 0:
+        return _features(spec, params, l, last)
+    parts = [params[_layers(spec)[l][1]].unsqueeze(-1), _incoming(spec, params, l).sort(-1).values]
+    return torch.cat(parts + [_outgoing(spec, params, l)] if last else parts, -1)
+
+
+def _bounds(spec: Spec, query: Params, refs: Params) -> torch.Tensor:
+    """lower_bound in blocks of (queries, references): (N, R)."""
+    (n, r), (cn, cr) = (len(next(iter(p.values()))) for p in (query, refs)), BOUND_BLOCK
+    return torch.cat([torch.cat([lower_bound(spec, {k: v[i:i + cn] for k, v in query.items()},
+                                             {k: v[j:j + cr] for k, v in refs.items()}) for j in range(0, r, cr)], 1)
+                      for i in range(0, n, cn)], 0)
+
+
+@torch.no_grad()
+def nearest(spec: Spec, query: Params, refs: Params, exclude: torch.Tensor | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest reference of each query by aligned distance: query (N, *shape), refs (R, *shape).
+
+    exclude: optional (N,) reference index each query must skip (-1: none), for leave-one-out.
+    Returns (dist (N,) float, index (N,) long).
+    """
+    bounds = _bounds(spec, query, refs)
+    if exclude is not None:
+        rows = torch.nonzero(exclude >= 0).squeeze(1)
+        bounds[rows, exclude[rows]] = float("inf")
+    bounds, order = bounds.sort(1)
+    best, best_i = torch.full((len(order),), float("inf")), torch.full((len(order),), -1)
+    for lo in range(0, order.shape[1], CANDIDATES):
+        live = torch.nonzero(bounds[:, lo] < best.square() * (1 + 1e-5)).squeeze(1)  # tolerance: rounding
+        if len(live) == 0:
+            break
+        cand = order[live, lo:lo + CANDIDATES]  # (A, c)
+        a = {k: v[live].repeat_interleave(cand.shape[1], 0) for k, v in query.items()}
+        d = aligned_distance(spec, a, {k: v[cand.reshape(-1)] for k, v in refs.items()}).view(cand.shape)
+        d[bounds[live, lo:lo + CANDIDATES].isinf()] = float("inf")  # an excluded reference never wins
+        dmin, j = d.min(1)
+        better = dmin < best[live]
+        best[live[better]], best_i[live[better]] = dmin[better], cand[better, j[better]]
+    return best, best_i
+
+
+def error_iou(pred_a: torch.Tensor, pred_b: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """IoU of misclassified-example sets: pred_a, pred_b (..., S) broadcastable, y (S,) -> (...).
+
+    |E_a & E_b| / |E_a | E_b|; when both nets make no error the sets are equal and the IoU is 1.0.
+    """
+    ea, eb = pred_a != y, pred_b != y
+    inter, union = (ea & eb).sum(-1), (ea | eb).sum(-1)
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter, dtype=torch.float))
+
+
+def pairwise_iou(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N, N) error IoU between every pair of nets' predictions pred (N, S)."""
+    return error_iou(pred[:, None], pred[None], y)
+
+
+def mean_off_diagonal(m: torch.Tensor) -> float:
+    """Mean of an (N, N) matrix without its diagonal (N >= 2)."""
+    n = m.shape[0]
+    return float((m.sum() - m.diagonal().sum()) / (n * n - n))
+
+
+def ensemble_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of the average softmax of N nets: logits (N, S, C), y (S,)."""
+    return float((logits.softmax(-1).mean(0).argmax(-1) == y).float().mean())

@@ -1,0 +1,133 @@
+"""`synthnet eval` on a tiny model: results.json schema, report structure, and the report in headless Chromium."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import matplotlib.image
+import pytest
+
+from conftest import TINY_ARCH
+from synthnet.eval.report import PLOTS, SECTIONS
+from synthnet.eval.run import evaluate_model, time_to_reach
+from synthnet.synthesize import load_synthesizer
+
+SEEDS = list(range(100000, 100005))
+K_MAX = 2
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_zoo, tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    res = evaluate_model(load_synthesizer(tiny_run), tiny_zoo, "digits", TINY_ARCH, SEEDS, K_MAX, out)
+    return out, res
+
+
+class Page(HTMLParser):
+    """Collects section ids, image sources and any tag that would fetch or run something."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections, self.images, self.external = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(a["id"])
+        if tag == "img":
+            self.images.append(a["src"])
+        if tag in ("script", "link", "iframe") or any(v and v.startswith("http") for v in a.values()):
+            self.external.append(tag)
+
+
+def _is_fraction(v):
+    return isinstance(v, float) and 0.0 <= v <= 1.0
+
+
+def test_results_json_schema(evaluated, tiny_zoo):
+    out, res = evaluated
+    on_disk = json.loads((out / "results.json").read_text())  # strict JSON: NaN/Infinity would not parse back
+    assert on_disk["seeds"] == SEEDS and on_disk["k_max"] == K_MAX and 1 <= on_disk["best_k"] <= K_MAX
+    assert on_disk["zoo"]["runs"] == 12 and on_disk["zoo"]["epochs"] == 3 and on_disk["arch"] == TINY_ARCH
+    assert on_disk["model"]["run"] == res["model"]["run"]
+    sections = ("teacher", "synthnet", "baselines", "novelty", "robustness", "speed")
+    assert [r["seed"] for r in on_disk["per_seed"]] == SEEDS
+    for row in on_disk["per_seed"]:
+        assert set(row) == {"seed", *sections}
+        t, s = row["teacher"], row["synthnet"]
+        assert len(t["acc"]) == len(t["seconds"]) == 4 and t["final_acc"] == t["acc"][-1]
+        assert t["seconds"] == sorted(t["seconds"])  # cumulative training time
+        assert len(s["acc"]) == len(s["loss"]) == K_MAX and all(map(_is_fraction, s["acc"]))
+        assert {k: len(v) for k, v in s["chain_acc"].items()} == {"1": 1, "2": 2}
+        assert s["best_acc"] == s["acc"][on_disk["best_k"] - 1]
+        assert s["margin"] == pytest.approx(s["best_acc"] - t["final_acc"], abs=1e-6)
+        assert s["beats_teacher"] == float(s["margin"] > 0)
+        assert {"nearest_init_copy", "finals_average", "finals_gaussian"} <= set(row["baselines"])
+        assert row["baselines"]["nearest_init_copy"]["d_final"] == 0.0  # it is a zoo final
+        n = row["novelty"]
+        assert n["ratio_ckpt"] == pytest.approx(n["d_teacher"] / n["d_ckpt"], rel=1e-5)
+        assert n["d_ckpt"] <= n["d_final"] + 1e-5  # finals are among the checkpoints
+        assert isinstance(n["ckpt_run"], int) and 0 <= n["ckpt_epoch"] <= 3
+        assert set(row["robustness"]) == {"sigma_0.001", "sigma_0.01", "sigma_0.1", "init_kaiming_normal",
+                                          "init_xavier_uniform", "init_xavier_normal"}
+        assert row["speed"]["ratio"] == pytest.approx(row["speed"]["teacher_seconds"] / row["speed"]["synth_seconds"])
+    agg = on_disk["aggregate"]
+    assert set(agg) == set(sections)
+    acc = [r["synthnet"]["best_acc"] for r in on_disk["per_seed"]]
+    assert agg["synthnet"]["stats"]["best_acc"]["mean"] == pytest.approx(sum(acc) / len(acc))
+    assert agg["novelty"]["pass"] == (agg["novelty"]["stats"]["ratio_ckpt"]["mean"] < agg["novelty"]["threshold"])
+
+
+def test_report_is_self_contained_with_every_section_and_plot(evaluated):
+    out, _ = evaluated
+    page = Page()
+    page.feed((out / "report.html").read_text())
+    assert page.sections == list(SECTIONS)
+    assert page.external == [] and page.images and all(s.startswith("data:image/png;base64,") for s in page.images)
+    for name in PLOTS:
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert md.count("\n## ") == len(SECTIONS) - 1
+
+
+def test_report_renders_in_headless_chromium(evaluated, tmp_path):
+    if not shutil.which("chromium"):
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("chromium not installed")
+    out, _ = evaluated
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'u'}"]
+    url = (out / "report.html").as_uri()
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    page = Page()
+    page.feed(dom.stdout)
+    assert page.sections == list(SECTIONS), dom.stderr[-2000:]
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", *flags, "--window-size=1200,1600", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120)
+    img = matplotlib.image.imread(shot)  # (H, W, 3 or 4) floats in [0, 1]
+    assert img.shape[:2] == (1600, 1200)
+    ink = (img[..., :3].mean(-1) < 0.5).mean()  # dark pixels: text, table lines, plot marks
+    assert 0.005 < ink < 0.5, ink
+
+
+def test_time_to_reach_interpolates_between_epochs():
+    import torch
+
+    acc, secs = torch.tensor([0.1, 0.5, 0.9, 0.95]), torch.tensor([0.0, 1.0, 2.0, 3.0])
+    assert time_to_reach(acc, secs, 0.7) == (1.5, 1.5, True)
+    assert time_to_reach(acc, secs, 0.05) == (0.0, 0.0, True)
+    assert time_to_reach(acc, secs, 0.99) == (3.0, 3.0, False)
+
+
+def test_eval_cli_refuses_zoo_seeds_with_one_line(tiny_zoo, tiny_run, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "synthnet", "eval", "--model", str(tiny_run), "--zoo", str(tiny_zoo),
+                        "--arch", TINY_ARCH, "--seeds", "3:6", "--out", str(tmp_path / "e")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: eval seeds [3, 4, 5] are zoo seeds; evaluate on seeds the zoo never used"]
+    assert not (tmp_path / "e").exists()
