@@ -11,6 +11,7 @@ import matplotlib.image
 import pytest
 
 from conftest import TINY_ARCH
+from synthnet.errors import SynthNetError
 from synthnet.eval.report import PLOTS, SECTIONS
 from synthnet.eval.run import evaluate_model, time_to_reach
 from synthnet.synthesize import load_synthesizer
@@ -130,4 +131,7 @@ def test_eval_cli_refuses_zoo_seeds_with_one_line(tiny_zoo, tiny_run, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "error: eval seeds [3, 4, 5] are zoo seeds; evaluate on seeds the zoo never used"]
+    assert not (tmp_path / "e").exists()
+    with pytest.raises(SynthNetError, match="GRPO's range"):
+        evaluate_model(load_synthesizer(tiny_run), tiny_zoo, "digits", TINY_ARCH, [100000, 500001], 1, tmp_path / "e")
     assert not (tmp_path / "e").exists()

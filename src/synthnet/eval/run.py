@@ -58,6 +58,7 @@ from synthnet.eval.novelty import (Params, aligned_distance, ensemble_accuracy, 
                                    nearest, pairwise_iou)
 from synthnet.evaluate import evaluate, logits
 from synthnet.progress import progress
+from synthnet.rl.grpo import HELDOUT_SEED_BASE
 from synthnet.targets import Spec, init_state, parse_spec
 from synthnet.weights import atomic_write_text, save_weights, stack_states
 from synthnet.zoo import MANIFEST, Recipe, ZooTensors, load_zoo, train_many
@@ -288,6 +289,10 @@ def _check(seeds: list[int], zoo: ZooTensors, k_max: int) -> None:
     if shared:
         raise SynthNetError(f"eval seeds {shared[:5]}{'...' if len(shared) > 5 else ''} are zoo seeds; "
                             "evaluate on seeds the zoo never used")
+    grpo_seeds = [s for s in seeds if s >= HELDOUT_SEED_BASE]
+    if grpo_seeds:
+        raise SynthNetError(f"eval seeds {grpo_seeds[:5]}{'...' if len(grpo_seeds) > 5 else ''} are in GRPO's "
+                            f"range ({HELDOUT_SEED_BASE} and up); use seeds from 100000 to {HELDOUT_SEED_BASE - 1}")
 
 
 def evaluate_model(synth, zoo_path: Path, dataset: str, spec: Spec | str, seeds: list[int], k_max: int,
