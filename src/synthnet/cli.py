@@ -77,6 +77,10 @@ def inspect(
     print_table(scores, title=f"on {dataset}")
 
 
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="Ray cluster to join: host:port, or auto for the one "
+                           "`ray start --head` runs on this machine (default: start Ray here)")
+
+
 @command
 def zoo(
     out: Path = typer.Option(..., help="zoo directory (created; finished runs are skipped on re-run)"),
@@ -86,15 +90,24 @@ def zoo(
     epochs: int = typer.Option(30, help="teacher recipe epochs"),
     lr: float = typer.Option(3e-3, help="teacher recipe Adam learning rate"),
     batch: int = typer.Option(32, help="teacher recipe batch size"),
-    workers: int = typer.Option(1, help="parallel processes (1 = one process using every core)"),
+    workers: Optional[int] = typer.Option(None, help="chunks of seeds trained at once: processes here (default 1: "
+                                          "one process using every core), or with --ray tasks (default: its CPUs)"),
     summary: bool = typer.Option(False, "--summary", help="only print the accuracy-by-epoch table of --out"),
+    ray: bool = typer.Option(False, "--ray", help="train the chunks as Ray tasks (needs synthnet[ray]; the same "
+                             "files, bit for bit; on a cluster --out must be on a filesystem every node shares)"),
+    ray_address: Optional[str] = RAY_ADDRESS,
 ):
     """Build a checkpoint zoo: one teacher-recipe run per seed, every epoch saved, plus manifest.jsonl."""
     from synthnet.zoo import Recipe, build_zoo, parse_seeds, summarize
 
     if not summary:
+        pool, cpus = None, 1
+        if ray or ray_address:
+            from synthnet.orchestrate.cluster import ray_map
+
+            pool, cpus = ray_map(ray_address)
         stats = build_zoo(out, [a for a in arch.split(",") if a], dataset, parse_seeds(seeds),
-                          Recipe(epochs, lr, batch), workers)
+                          Recipe(epochs, lr, batch), workers or cpus, pool=pool)
         console.print(f"trained {stats['trained']} runs, skipped {stats['skipped']} finished, "
                       f"{stats['seconds']:.1f} s")
     print_table(summarize(out), title=f"zoo {out}: test accuracy by epoch")
@@ -183,6 +196,26 @@ def patch(
         req = request_patch(run, assignments, ramp)
         console.print(f"patch queued as {req['request']}: {req['set']}"
                       f"{f' over {ramp} steps' if ramp else ''}; the run applies it at its next step")
+
+
+@command
+def sweep(
+    preset: str = typer.Argument(..., help="config preset of every trial: tiny | demo | paper"),
+    grid: list[str] = typer.Option(..., "--grid", help="KEY=A,B,C (repeatable); one trial per combination"),
+    stage: str = typer.Option("train", help="train (supervised) | grpo (from --model)"),
+    out: Path = typer.Option(..., help="sweep directory: one run directory per trial, sweep.json, tune/"),
+    model: Optional[Path] = typer.Option(None, help="supervised run the GRPO trials start from (--stage grpo)"),
+    pbt: bool = typer.Option(False, "--pbt", help="population-based training: at every validation the worst "
+                             "trials clone the best and mutate the grid's (live) keys"),
+    ray_address: Optional[str] = RAY_ADDRESS,
+    overrides: Optional[list[str]] = OVERRIDES,
+):
+    """Run a grid of configs (or a PBT population) over one stage as Ray Tune trials; rank them by validation."""
+    from synthnet.orchestrate.sweep import run_sweep, table
+
+    summary = run_sweep(preset, stage, grid, overrides or [], out, model, pbt, ray_address)
+    print_table(table(summary), title=f"{summary['stage']} sweep: final and best {summary['metric']}, best first")
+    console.print(f"sweep: {out / 'sweep.json'}")
 
 
 @command

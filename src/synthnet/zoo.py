@@ -14,7 +14,7 @@ from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from safetensors.torch import load_file
@@ -28,6 +28,7 @@ from synthnet.targets import Spec, init_state, parse_spec
 from synthnet.weights import load_weights, read_metadata, save_weights, stack_states
 
 MANIFEST = "manifest.jsonl"
+Pool = Callable[[Callable, list], Iterable]  # like map(fn, jobs): results in job order
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,13 @@ def read_manifest(zoo: Path) -> list[dict]:
 
 
 def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recipe: Recipe = Recipe(),
-              workers: int = 1, chunk: int = 128) -> dict:
-    """Train every (arch, seed) run not already finished in `out`; append their manifest rows."""
-    out = Path(out)
+              workers: int = 1, chunk: int = 128, pool: Pool | None = None) -> dict:
+    """Train every (arch, seed) run not already finished in `out`; append their manifest rows.
+
+    workers: chunks of seeds run at once. pool(fn, jobs) -> results in job order runs the chunks elsewhere (Ray
+    tasks: orchestrate.cluster.ray_map); by default they run here, in `workers` processes.
+    """
+    out = Path(out).resolve()  # chunks may run in another working directory
     out.mkdir(parents=True, exist_ok=True)
     load_dataset(dataset)  # fail fast on a bad dataset name
     done = defaultdict(set)
@@ -145,9 +150,9 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
     t0 = time.perf_counter()
     with progress() as bar:
         task = bar.add_task("zoo runs", total=total)
-        results = (ProcessPoolExecutor(workers).map(_train_chunk, jobs) if workers > 1 and len(jobs) > 1
-                   else map(_train_chunk, jobs))
-        for job, rows in zip(jobs, results):
+        if pool is None:
+            pool = ProcessPoolExecutor(workers).map if workers > 1 and len(jobs) > 1 else map
+        for job, rows in zip(jobs, pool(_train_chunk, jobs)):
             with open(out / MANIFEST, "a") as f:  # rows of a finished chunk only: a crash loses no finished run
                 f.write("".join(json.dumps(r) + "\n" for r in rows))
             bar.advance(task, len(job[3]))
