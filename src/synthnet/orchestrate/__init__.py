@@ -1,1 +1,1 @@
-"""Orchestration: live config patches and self-tuning rules for running loops."""
+"""Orchestration: live config patches, self-tuning rules, Ray sweeps (grid and PBT) and Ray zoo tasks."""

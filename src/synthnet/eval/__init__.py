@@ -1,0 +1,1 @@
+"""Evaluation a sceptic trusts: teacher, SynthNet per K, zoo baselines, novelty, robustness, speed, reports."""
