@@ -33,10 +33,12 @@ class RunLog:
         self.tb.flush()
 
     def truncate_after(self, step: int) -> None:
-        """Drop metric rows beyond `step` (written after the checkpoint we resume from)."""
+        """Drop metric rows beyond `step` (written after the checkpoint we resume from) and a last row cut short
+        by a kill (it has no newline yet)."""
         path = self.dir / "metrics.jsonl"
         if path.is_file():
-            rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
+            complete = path.read_text().split("\n")[:-1]
+            rows = [r for r in complete if r and json.loads(r)["step"] <= step]
             atomic_write_text(path, "".join(r + "\n" for r in rows))
 
     def close(self) -> None:

@@ -20,9 +20,11 @@ from torch import nn
 
 from synthnet.config import Config, to_yaml
 from synthnet.data import Dataset, load_dataset
+from synthnet.distributed import (broadcast_config, check_replicas, init, is_main, mean_over_ranks, replicate,
+                                  require_multiple, shard)
 from synthnet.errors import SynthNetError
 from synthnet.evaluate import evaluate, logits
-from synthnet.orchestrate.patches import LivePatches, Rule
+from synthnet.orchestrate.patches import LIVE, LivePatches, Rule
 from synthnet.progress import progress
 from synthnet.runlog import RunLog, load_checkpoint, restore_training_state, save_training_state
 from synthnet.synthesize import Synthesizer, epoch_level, level_epoch, schedule
@@ -109,11 +111,14 @@ def denoise_loss(synth: Synthesizer, spec: Spec, pred: torch.Tensor, tgt: torch.
 
 
 def chain_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor):
-    """A K-step chain from perturbed W_0 on the model's own outputs; each step vs the zoo at its level."""
+    """A K-step chain from perturbed W_0 on the model's own outputs; each step vs the zoo at its level.
+    Under torchrun every rank draws the whole batch and runs its share."""
     t = cfg.train
     k = int(torch.randint(1, t.k_max + 1, (1,), generator=g))
     run = torch.randint(len(zt.tokens), (t.batch,), generator=g)
-    states, total = synth.chain(zt.spec, perturb(zt.tokens[run, 0], zt.init_std, step, t, g), k)
+    start = perturb(zt.tokens[run, 0], zt.init_std, step, t, g)
+    run = shard(run)
+    states, total = synth.chain(zt.spec, shard(start), k)
     epochs = level_epoch(schedule(k)[1:], zt.epochs).round().long()
     parts = {}
     for s, ep in zip(states, epochs):
@@ -123,9 +128,12 @@ def chain_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: to
 
 
 def pair_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor):
+    """Pairs W_i -> W_j; under torchrun every rank draws the whole batch and runs its share."""
     t = cfg.train
     src, tgt, l_in, l_out, _, _ = sample_pairs(zt, t.batch, step / t.steps, t, g)
-    pred, aux = synth.step(zt.spec, perturb(src, zt.init_std, step, t, g), l_in, l_out)
+    src = perturb(src, zt.init_std, step, t, g)
+    src, tgt, l_in, l_out = shard(src), shard(tgt), shard(l_in), shard(l_out)
+    pred, aux = synth.step(zt.spec, src, l_in, l_out)
     loss, parts = denoise_loss(synth, zt.spec, pred, tgt, x, t.func_weight)
     parts.update({f"expert_util/{i}": u.item() for i, u in enumerate(aux["expert_util"])})
     return loss + synth.moe_penalty(aux), {**parts, "k": 0}
@@ -157,9 +165,14 @@ def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence
 
     stop_after: end after this many steps without writing `final` (tests use it to simulate a kill).
     rules: self-tuning rules applied as live patches.
+    Under torchrun (WORLD_SIZE > 1) each rank runs its share of every batch in DDP; rank 0 alone writes the run
+    directory and reads the patch inbox, and every rank applies its live values at the same step boundary.
     """
     out = Path(out)
     t = cfg.train
+    init()
+    main = is_main()
+    require_multiple("train.batch", t.batch)
     # ---- set-up: zoo tokens, model, optimiser, RNG; resume if a checkpoint is there ----
     zoos, normalizer = load_zoo_tokens(cfg)
     data = load_dataset(cfg.data.dataset)
@@ -169,58 +182,68 @@ def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence
     opt = torch.optim.AdamW(synth.denoiser.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     g = torch.Generator().manual_seed(t.seed)
     ckpt = load_checkpoint(out / "latest.pt") if (out / "latest.pt").is_file() else {}
-    patches = LivePatches(out, cfg, rules, ckpt.get("patches"))  # before the config check: it saved patched values
+    # rank 0 reads the patch inbox; every rank takes its live values (saved patched ones) before the config check
+    patches = LivePatches(out, cfg, rules, ckpt.get("patches")) if main else None
+    broadcast_config(cfg, LIVE)
     step, best = 0, -1.0
     if ckpt:
         if ckpt["synth"]["config"] != to_yaml(cfg):
             raise SynthNetError(f"{out} holds a run with another config; resume with the same one or use a new --out")
         step, best = restore_training_state(ckpt, synth, opt, g)
-    log = RunLog(out, cfg)
-    log.truncate_after(step)
-    n_params = sum(p.numel() for p in synth.denoiser.parameters())
-    print(f"denoiser {cfg.model.name}: {n_params:,} parameters; zoo archs {[str(z.spec) for z in zoos]}, "
-          f"{[len(z.tokens) for z in zoos]} training runs, tokens per network {[z.tokens.shape[2] for z in zoos]}")
+    replica = replicate(synth, sparse=cfg.model.experts >= 2)
+    if main:
+        log = RunLog(out, cfg)
+        log.truncate_after(step)
+        n_params = sum(p.numel() for p in synth.denoiser.parameters())
+        print(f"denoiser {cfg.model.name}: {n_params:,} parameters; zoo archs {[str(z.spec) for z in zoos]}, "
+              f"{[len(z.tokens) for z in zoos]} training runs, tokens per network {[z.tokens.shape[2] for z in zoos]}")
 
     def checkpoint(name: str) -> None:
         save_training_state(out / f"{name}.pt", synth, opt, g, step, best, patches)
 
     end = t.steps if stop_after is None else min(t.steps, stop_after)
     t0 = time.perf_counter()
-    with progress() as bar:
+    with progress(show=main) as bar:
         task = bar.add_task("supervised", total=t.steps, completed=step)
         while step < end:
             # ---- batch: pairs or a chain on the model's own outputs ----
-            patch_id = patches.apply(step)  # live patches take effect here, at the step boundary
+            patch_id = patches.apply(step) if main else 0  # live patches take effect here, at the step boundary,
+            broadcast_config(cfg, LIVE)  # on every rank
             for group in opt.param_groups:
                 group["lr"] = t.lr * lr_factor(step, t)
             zt = zoos[int(torch.randint(len(zoos), (1,), generator=g))]
             x = data.x_train[torch.randint(len(data.x_train), (256,), generator=g)]
             make = chain_batch if torch.rand(1, generator=g).item() < t.p_unroll else pair_batch
             synth.train()
-            loss, parts = make(synth, zt, step, cfg, g, x)
+            loss, parts = replica(make, synth, zt, step, cfg, g, x)  # DDP: gradients averaged over ranks
             # ---- update ----
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(synth.denoiser.parameters(), t.grad_clip).item()
             opt.step()
             step += 1
-            row = {"loss": loss.item(), **parts, "grad_norm": grad_norm, "lr": opt.param_groups[0]["lr"],
-                   "patch_id": patch_id}
-            # ---- validation, self-tuning rules, checkpoints ----
+            row = mean_over_ranks({"loss": loss.item(), **parts, "grad_norm": grad_norm,
+                                   "lr": opt.param_groups[0]["lr"], "patch_id": patch_id})
+            if not main:
+                continue
+            # ---- validation, self-tuning rules, metrics, checkpoints (rank 0) ----
             validating = step % t.val_every == 0 or step == t.steps
             if validating:
                 row.update(validate(synth, zoos, data, t.k_max))
             patches.observe(step, row)
             if validating:
                 row["steps_per_s"] = step / (time.perf_counter() - t0)
+            log.log(step, row)  # before the checkpoint: a resume from this step must find its row
+            if validating:
                 if row["val_acc"] > best:
                     best = row["val_acc"]
                     checkpoint("best")
                 checkpoint("latest")
                 bar.update(task, description=f"supervised val_acc {row['val_acc']:.3f} (k={row['val_best_k']})")
-            log.log(step, row)
             bar.advance(task)
-    if step >= t.steps:
-        checkpoint("final")
-    log.close()
+    check_replicas(synth)
+    if main:
+        if step >= t.steps:
+            checkpoint("final")
+        log.close()
     return synth

@@ -6,19 +6,24 @@ model and the supervised denoising loss kept as an auxiliary term. Rollouts are 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.distributions import Normal
 
 from synthnet.config import Config, to_yaml
-from synthnet.data import load_dataset
+from synthnet.data import Dataset, load_dataset
+from synthnet.distributed import (broadcast_config, check_replicas, gather_cat, init, is_main, mean_over_ranks,
+                                  replicate, require_multiple, share, world)
 from synthnet.errors import SynthNetError
 from synthnet.evaluate import evaluate
-from synthnet.orchestrate.patches import LivePatches, Rule
+from synthnet.orchestrate.patches import LIVE, LivePatches, Rule
 from synthnet.progress import progress
 from synthnet.rl.advantage import group_advantages, spread, zero_spread_fraction
 from synthnet.rl.policy import GaussianPolicy
@@ -26,7 +31,7 @@ from synthnet.rl.reward import rollout_reward, step_rewards
 from synthnet.runlog import RunLog, load_checkpoint, restore_training_state, save_training_state
 from synthnet.synthesize import Synthesizer, load_synthesizer
 from synthnet.targets import Spec, init_state
-from synthnet.train import chain_batch, load_zoo_tokens
+from synthnet.train import ZooTokens, chain_batch, load_zoo_tokens
 from synthnet.weights import stack_states
 
 TRAIN_SEED_BASE = 1_000_000  # fresh GRPO prompts: seeds from here up (zoo seeds are small, eval seeds 100000+)
@@ -52,20 +57,47 @@ def inits(spec: Spec, seeds: list[int]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def rollout(policy: GaussianPolicy, spec: Spec, start: torch.Tensor, k: torch.Tensor, g: torch.Generator) -> Rollouts:
-    """Run every rollout r for k[r] stochastic steps from start[r] (R, N, F), all rollouts batched."""
+def rollout(policy: GaussianPolicy, spec: Spec, start: torch.Tensor, k: torch.Tensor, g: torch.Generator,
+            mine: range | None = None) -> Rollouts:
+    """Run the rollouts r in `mine` (default: all R) for k[r] stochastic steps from start[r] (R, N, F), batched.
+
+    Under torchrun each rank runs its share; all draw the noise of all R rollouts from g, as one process would,
+    so their generators stay in step. The Rollouts index the rollouts of `mine` from 0.
+    """
+    mine = range(len(k)) if mine is None else mine
     cur, rec = start.clone(), []
     for s in range(int(k.max())):
-        idx = (k > s).nonzero().squeeze(1)
+        active = (k > s).nonzero().squeeze(1)
+        rows = ((active >= mine.start) & (active < mine.stop)).nonzero().squeeze(1)  # ours, among the active
+        idx = active[rows]
         kk = k[idx].float()
         l_in, l_out = 1 - s / kk, 1 - (s + 1) / kk
         dist, _ = policy.forward(spec, cur[idx], l_in, l_out)
-        action = policy.sample(spec, dist, g)
-        rec.append((cur[idx], action, l_in, l_out, policy.log_prob(spec, dist, action), idx, torch.full_like(idx, s)))
+        action = sample_rows(policy, spec, dist, rows, len(active), g)
+        rec.append((cur[idx], action, l_in, l_out, policy.log_prob(spec, dist, action), idx - mine.start,
+                    torch.full_like(idx, s)))
         cur = cur.clone()
         cur[idx] = action
     cols = list(zip(*rec))
-    return Rollouts(*(torch.cat(c) for c in cols), k=k)
+    return Rollouts(*(torch.cat(c) for c in cols), k=k[mine.start:mine.stop])
+
+
+def sample_rows(policy: GaussianPolicy, spec: Spec, dist: Normal, rows: torch.Tensor, n: int,
+                g: torch.Generator) -> torch.Tensor:
+    """(len(rows), N, F) actions of `rows` of the n active rollouts, `dist` being over those rows. The noise of all
+    n is drawn from g (the other rows get a placeholder unit Normal and are discarded)."""
+    if len(rows) == n:
+        return policy.sample(spec, dist, g)
+    shape = (n, *dist.mean.shape[1:])
+    full = Normal(dist.mean.new_zeros(shape).index_copy(0, rows, dist.mean),
+                  dist.stddev.new_ones(shape).index_copy(0, rows, dist.stddev))
+    return policy.sample(spec, full, g)[rows]
+
+
+def step_index(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rollout (M,), step (M,)) of every step of rollouts taking k (R,) steps, in rollout()'s row order."""
+    step, run = (torch.arange(int(k.max()))[:, None] < k).nonzero(as_tuple=True)
+    return run, step
 
 
 def sample_k(n: int, cfg, g: torch.Generator) -> torch.Tensor:
@@ -94,11 +126,20 @@ def score(synth: Synthesizer, spec: Spec, start: torch.Tensor, ro: Rollouts, x, 
     return acc, sc.loss[final_idx], norm_ratio
 
 
-def advantages(reward: torch.Tensor, acc: torch.Tensor, ro: Rollouts, groups: int, cfg) -> tuple[torch.Tensor, dict]:
-    """(M,) advantage of every step under the configured group mode, plus diagnostics."""
-    seq = group_advantages(reward.view(groups, -1), cfg.std_norm).flatten()[ro.rollout]
+def gather_rewards(reward: torch.Tensor, acc: torch.Tensor, terms: dict, k_max: int) -> tuple:
+    """Every rank's reward (R_rank,), acc (R_rank, K_rank + 1) and reward terms joined in rollout order, so that
+    advantages see whole groups: (R,), (R, k_max + 1) (NaN past each rollout's K), {name: (R,)}."""
+    acc = F.pad(acc, (0, k_max + 1 - acc.shape[1]), value=float("nan"))
+    got = gather_cat({"reward": reward, "acc": acc, **terms})
+    return got.pop("reward"), got.pop("acc"), got
+
+
+def advantages(reward: torch.Tensor, acc: torch.Tensor, k: torch.Tensor, groups: int, cfg) -> tuple[torch.Tensor, dict]:
+    """(M,) advantage of every step (step_index(k) order) under the configured group mode, plus diagnostics."""
+    run, step = step_index(k)
+    seq = group_advantages(reward.view(groups, -1), cfg.std_norm).flatten()[run]
     stp_table = group_advantages(step_rewards(acc), cfg.std_norm)
-    stp = torch.nan_to_num(stp_table[ro.rollout, ro.step])
+    stp = torch.nan_to_num(stp_table[run, step])
     adv = {"sequences": seq, "steps": stp, "both": seq + stp}[cfg.group_mode]
     adv = adv.clamp(-cfg.adv_clip, cfg.adv_clip)
     diag = {"zero_spread_groups": zero_spread_fraction(reward.view(groups, -1)),
@@ -118,8 +159,17 @@ def normalise_loss(per_step: torch.Tensor, ro: Rollouts, kind: str, k_max: int) 
     return per_rollout.mean()
 
 
-def policy_loss(policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollouts, adv: torch.Tensor, cfg):
-    """PPO-clipped surrogate + kl_beta * KL(pi || pi_ref), normalised as configured. Returns (loss, diag)."""
+def rank_scale(ro: Rollouts, k: torch.Tensor, kind: str) -> float:
+    """World size x this rank's fraction of the loss normaliser (steps for bnpo, else rollouts): DDP's mean of the
+    ranks' losses, each normalised over its own rollouts and scaled by this, is the loss over all rollouts."""
+    mine, total = (len(ro.rollout), int(k.sum())) if kind == "bnpo" else (len(ro.k), len(k))
+    return world() * mine / total
+
+
+def policy_loss(policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollouts, adv: torch.Tensor, cfg,
+                scale: float = 1.0):
+    """scale x (PPO-clipped surrogate + kl_beta * KL(pi || pi_ref), normalised as configured) + MoE penalty.
+    scale: rank_scale under torchrun. Returns (loss, diag)."""
     dist, aux = policy.forward(spec, ro.inputs, ro.level_in, ro.level_out)
     ratio = torch.exp(policy.log_prob(spec, dist, ro.actions) - ro.old_logp)
     clipped = ratio.clamp(1 - cfg.eps_low, 1 + cfg.eps_high)
@@ -127,13 +177,27 @@ def policy_loss(policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollou
     with torch.no_grad():
         ref_mean, _ = ref.step(spec, ro.inputs, ro.level_in, ro.level_out)
     kl = policy.kl(spec, dist, torch.distributions.Normal(ref_mean, torch.full_like(ref_mean, policy.sigma)))
-    loss = normalise_loss(surrogate + cfg.kl_beta * kl, ro, cfg.loss_norm, cfg.k_max) + policy.synth.moe_penalty(aux)
+    loss = scale * normalise_loss(surrogate + cfg.kl_beta * kl, ro, cfg.loss_norm, cfg.k_max)
+    loss = loss + policy.synth.moe_penalty(aux)
     diag = {"kl": kl.mean().item(), "ratio_mean": ratio.mean().item(),
             "clip_low": ((ratio < 1 - cfg.eps_low) & (adv < 0)).float().mean().item(),
             "clip_high": ((ratio > 1 + cfg.eps_high) & (adv > 0)).float().mean().item(),
             "entropy": policy.entropy(spec, dist).mean().item()}
     if aux["expert_util"].numel():
         diag.update({f"expert_util/{i}": u.item() for i, u in enumerate(aux["expert_util"])})
+    return loss, diag
+
+
+def update_loss(policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollouts, adv: torch.Tensor, scale: float,
+                zt: ZooTokens, data: Dataset, cfg: Config, g: torch.Generator):
+    """policy_loss + aux_weight x the supervised chain loss on zoo runs, as one function: DDP wants one forward
+    per backward. Returns (loss, diag)."""
+    gc = cfg.grpo
+    loss, diag = policy_loss(policy, ref, spec, ro, adv, gc, scale)
+    if gc.aux_weight > 0:
+        xb = data.x_train[torch.randint(len(data.x_train), (256,), generator=g)]
+        aux_loss, _ = chain_batch(policy.synth, zt, 10**9, cfg, g, xb)
+        loss = loss + gc.aux_weight * aux_loss
     return loss, diag
 
 
@@ -148,8 +212,15 @@ def heldout(synth: Synthesizer, spec: Spec, params: dict, k_max: int, x, y) -> d
 
 def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
          rules: Sequence[Rule] = ()) -> Synthesizer:
-    """Reinforce the supervised model of `model_run` into run directory `out` (exact resume, live patches)."""
+    """Reinforce the supervised model of `model_run` into run directory `out` (exact resume, live patches).
+
+    Under torchrun (WORLD_SIZE > 1) each rank runs its share of the rollouts and of the update in DDP, rewards are
+    gathered so advantages see whole groups; rank 0 alone writes the run directory and reads the patch inbox.
+    """
     out, gc = Path(out), cfg.grpo
+    init()
+    main = is_main()
+    require_multiple("train.batch", cfg.train.batch)  # the auxiliary loss's batch
     # ---- set-up: policy, frozen reference, zoo for the auxiliary loss, fixed held-out inits ----
     synth = load_synthesizer(model_run, "best")
     if to_yaml(synth.cfg.model) != to_yaml(cfg.model):
@@ -165,57 +236,63 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
     opt = torch.optim.AdamW(synth.denoiser.parameters(), lr=gc.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(gc.seed)
     ckpt = load_checkpoint(out / "latest.pt") if (out / "latest.pt").is_file() else {}
-    patches = LivePatches(out, cfg, rules, ckpt.get("patches"))  # restores patched values and ramps
+    patches = LivePatches(out, cfg, rules, ckpt.get("patches")) if main else None  # restores patched values, ramps
+    broadcast_config(cfg, LIVE)  # on every rank
     it, best = 0, -1.0
     if ckpt:
         it, best = restore_training_state(ckpt, synth, opt, g)
-    log = RunLog(out, cfg)
-    log.truncate_after(it)
-    print(f"GRPO: {gc.inits} fresh inits x {gc.group} rollouts x K<={gc.k_max} per iteration, "
-          f"{gc.iters} iterations, group mode {gc.group_mode}")
+    replica = replicate(synth, sparse=cfg.model.experts >= 2)
 
     def checkpoint(name: str) -> None:
         save_training_state(out / f"{name}.pt", synth, opt, g, it, best, patches)
 
-    if it == 0:
+    if main:
+        log = RunLog(out, cfg)
+        log.truncate_after(it if ckpt else -1)  # without a checkpoint the run starts over, row 0 included
+        print(f"GRPO: {gc.inits} fresh inits x {gc.group} rollouts x K<={gc.k_max} per iteration, "
+              f"{gc.iters} iterations, group mode {gc.group_mode}, {world()} rank(s)")
+    if main and it == 0:
         row = heldout(synth, spec, held, gc.k_max, x, y)
         best = row["heldout_acc"]
-        checkpoint("best")
         log.log(0, row)
+        checkpoint("best")
     good = (copy.deepcopy(synth.denoiser.state_dict()), copy.deepcopy(opt.state_dict()))
     end = gc.iters if stop_after is None else min(gc.iters, stop_after)
-    with progress() as bar:
+    with progress(show=main) as bar:
         task = bar.add_task("grpo", total=gc.iters, completed=it)
         while it < end:
             t0 = time.perf_counter()
-            patch_id = patches.apply(it)  # live patches take effect here, at the step boundary
+            patch_id = patches.apply(it) if main else 0  # live patches take effect here, at the step boundary,
+            broadcast_config(cfg, LIVE)  # on every rank
             policy.sigma = gc.sigma
             for group in opt.param_groups:
                 group["lr"] = gc.lr
-            # ---- rollout: B fresh inits x G stochastic sequences, one batch ----
+            # ---- rollout: B fresh inits x G stochastic sequences, one batch (this rank's share of it) ----
             seeds = [TRAIN_SEED_BASE + gc.seed * 10**7 + it * gc.inits + i for i in range(gc.inits)]
             start = synth.encode(spec, inits(spec, seeds)).repeat_interleave(gc.group, 0)
             k = sample_k(len(start), gc, g)
+            mine = share(len(start))
             synth.train()
-            ro = rollout(policy, spec, start, k, g)
+            ro = rollout(policy, spec, start, k, g, mine)
             t_roll = time.perf_counter()
-            # ---- reward: every state of every rollout on the val split, one evaluator call ----
-            acc, ce, norm_ratio = score(synth, spec, start, ro, x, y)
-            reward, terms = rollout_reward(acc, ce, norm_ratio, k, cfg.reward)
+            # ---- reward: every state of our rollouts on the val split, one evaluator call; gathered ----
+            acc, ce, norm_ratio = score(synth, spec, start[mine.start:mine.stop], ro, x, y)
+            reward, terms = rollout_reward(acc, ce, norm_ratio, ro.k, cfg.reward)
+            reward, acc, terms = gather_rewards(reward, acc, terms, int(k.max()))
             t_reward = time.perf_counter()
-            # ---- advantage ----
-            adv, row = advantages(reward, acc, ro, gc.inits, gc)
+            # ---- advantage: over whole groups, then our rollouts' steps ----
+            adv, row = advantages(reward, acc, k, gc.inits, gc)
+            run, _ = step_index(k)
+            adv = adv[(run >= mine.start) & (run < mine.stop)]
             # ---- update: mu passes over the same rollouts (old log-probs kept) + auxiliary denoising ----
+            scale = rank_scale(ro, k, gc.loss_norm)
             for _ in range(gc.mu):
-                loss, diag = policy_loss(policy, ref, spec, ro, adv, gc)
-                if gc.aux_weight > 0:
-                    xb = data.x_train[torch.randint(len(data.x_train), (256,), generator=g)]
-                    aux_loss, _ = chain_batch(synth, zoos[0], 10**9, cfg, g, xb)
-                    loss = loss + gc.aux_weight * aux_loss
+                loss, diag = replica(update_loss, policy, ref, spec, ro, adv, scale, zoos[0], data, cfg, g)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # DDP: gradients averaged over ranks
                 grad_norm = nn.utils.clip_grad_norm_(synth.denoiser.parameters(), gc.grad_clip)
-                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                loss_all = mean_over_ranks({"loss": loss.item()})["loss"]  # every rank takes the same branch
+                if not (math.isfinite(loss_all) and torch.isfinite(grad_norm)):
                     synth.denoiser.load_state_dict(good[0])
                     opt.load_state_dict(good[1])
                     row["nan_skip"] = 1
@@ -226,28 +303,34 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
                 row["nan_skip"] = 0
             it += 1
             # ---- diagnostics ----
+            diag = mean_over_ranks(diag, weight=len(ro.rollout))  # means over all ranks' steps
             t_end = time.perf_counter()
             row.update({"reward_mean": reward.mean().item(), "reward_std": reward.std().item(),
                         "reward_min": reward.min().item(), "reward_max": reward.max().item(),
                         **{f"{n}_mean": v.mean().item() for n, v in terms.items()}, **diag,
-                        "loss": loss.item(), "grad_norm": float(grad_norm), "sigma": policy.sigma, "lr": gc.lr,
+                        "loss": loss_all, "grad_norm": float(grad_norm), "sigma": policy.sigma, "lr": gc.lr,
                         **{f"reward.{k}": v for k, v in cfg.reward.items()},
-                        "rollout_steps_per_s": len(ro.rollout) / (t_end - t0),
+                        "rollout_steps_per_s": int(k.sum()) / (t_end - t0),
                         "time_rollout": t_roll - t0, "time_reward": t_reward - t_roll, "time_update": t_end - t_reward})
             row["patch_id"] = patch_id
+            if not main:
+                continue
+            # ---- held-out evaluation, self-tuning rules, metrics, checkpoints (rank 0) ----
             evaluating = it % gc.eval_every == 0 or it == gc.iters
             if evaluating:
                 row.update(heldout(synth, spec, held, gc.k_max, x, y))
             patches.observe(it, row)  # self-tuning rules, before the checkpoint so a resume replays them
+            log.log(it, row)  # before the checkpoint: a resume from this iteration must find its row
             if evaluating:
                 if row["heldout_acc"] > best:
                     best = row["heldout_acc"]
                     checkpoint("best")
                 checkpoint("latest")
                 bar.update(task, description=f"grpo heldout {row['heldout_acc']:.3f}")
-            log.log(it, row)
             bar.advance(task)
-    if it >= gc.iters:
-        checkpoint("final")
-    log.close()
+    check_replicas(synth)
+    if main:
+        if it >= gc.iters:
+            checkpoint("final")
+        log.close()
     return synth
