@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import tiny_cfg
-from synthnet.config import compose
+from synthnet.config import Config, compose, rl_base
 from synthnet.errors import SynthNetError
 from synthnet.orchestrate.patches import list_patches, request_patch, request_rollback
 from synthnet.rl.advantage import group_advantages
-from synthnet.rl.grpo import Rollouts, grpo, inits, policy_loss, rollout
+from synthnet.rl.grpo import Rollouts, check_norm_limit, grpo, inits, norm_ratio, policy_loss, rollout
 from synthnet.rl.policy import GaussianPolicy
 from synthnet.synthesize import load_synthesizer
 from synthnet.tokens import layout
@@ -62,6 +62,23 @@ def test_reward_rises_on_a_toy_target(tiny_run):
             loss.backward()
             opt.step()
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.1, rewards
+
+
+def test_norm_limit_below_the_models_own_outputs_is_warned(tiny_run, capsys):
+    """A stale reward.norm_limit under the outputs' norm ratio makes the blow-up penalty swamp accuracy: say so."""
+    synth, _, spec, _ = _setup(tiny_run)
+    held = inits(spec, [500_000, 500_001])
+    ratio = norm_ratio(synth.outputs(spec, held, 2)[-1], held).mean().item()
+    for limit, warned in ((0.5 * ratio, True), (2 * ratio, False)):
+        check_norm_limit(synth, spec, held, tiny_cfg(tiny_run, "grpo.k_max=2", f"reward.norm_limit={limit}"))
+        assert ("warning: the model's outputs sit at" in capsys.readouterr().out) == warned
+
+
+def test_grpo_config_keeps_the_model_settings_but_not_its_stale_grpo_ones():
+    model_cfg = compose("tiny", ["model.dim=48", "train.lr=0.005", "reward.norm_limit=3", "grpo.lr=7e-6"])
+    cfg = compose(None, ["grpo.iters=5"], base=rl_base(model_cfg))
+    assert (cfg.model.dim, cfg.train.lr, cfg.zoo.path) == (48, 0.005, model_cfg.zoo.path)
+    assert (cfg.reward.norm_limit, cfg.grpo.lr, cfg.grpo.iters) == (Config().reward.norm_limit, Config().grpo.lr, 5)
 
 
 def _rows(run):

@@ -5,8 +5,9 @@ import math
 import torch
 from torch.distributions import Normal
 
-from synthnet.config import RewardConfig
+from synthnet.config import GRPOConfig, RewardConfig
 from synthnet.rl.advantage import group_advantages, zero_spread_fraction
+from synthnet.rl.grpo import sample_k
 from synthnet.rl.reward import rollout_reward, step_rewards
 
 NAN = float("nan")
@@ -67,3 +68,11 @@ def test_gaussian_log_prob_and_kl_match_closed_form():
     torch.testing.assert_close(Normal(mu, sigma).log_prob(a), manual_lp)
     kl = torch.distributions.kl_divergence(Normal(mu, sigma), Normal(mu_ref, sigma))
     torch.testing.assert_close(kl, (mu - mu_ref) ** 2 / (2 * sigma**2))
+
+
+def test_every_rollout_of_a_group_gets_the_same_k():
+    g = torch.Generator().manual_seed(0)
+    k = sample_k(200, 8, GRPOConfig(k_max=4, k_dist="uniform"), g).view(200, 8)
+    assert (k == k[:, :1]).all()
+    assert set(k[:, 0].tolist()) == {1, 2, 3, 4}
+    assert (sample_k(3, 2, GRPOConfig(k_max=3, k_dist="fixed"), g) == 3).all()

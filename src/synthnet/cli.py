@@ -114,7 +114,7 @@ def zoo(
 
 
 OVERRIDES = typer.Argument(None, help="config overrides key=value, e.g. train.steps=500 model.name=perceiver")
-PRESET = typer.Option(None, "--preset", help="config preset: tiny | demo | paper")
+PRESET = typer.Option(None, "--preset", help="config preset: tiny | demo | headline | paper")
 RULE = typer.Option(None, "--rule", help="self-tuning rule (repeatable): sigma_up_on_zero_spread, lr_down_on_kl, "
                     "or NAME:METRIC>THRESHOLD:KEY*FACTOR:COOLDOWN")
 
@@ -142,16 +142,21 @@ def train(
 def grpo(
     model: Path = typer.Option(..., help="supervised run directory to start from (its best.pt)"),
     out: Path = typer.Option(..., help="GRPO run directory (resumed exactly if it holds latest.pt)"),
+    preset: Optional[str] = PRESET,
     overrides: Optional[list[str]] = OVERRIDES,
     rule: Optional[list[str]] = RULE,
 ):
-    """GRPO stage: reinforce the denoiser on real validation accuracy from fresh random inits."""
-    from synthnet.config import compose, to_yaml
+    """GRPO stage: reinforce the denoiser on real validation accuracy from fresh random inits.
+
+    Config: the supervised run's data, zoo, model and train settings; reward.* and grpo.* from the schema
+    defaults, then --preset, then key=value overrides.
+    """
+    from synthnet.config import compose, rl_base, to_yaml
     from synthnet.orchestrate.patches import parse_rule
     from synthnet.rl.grpo import grpo as run_grpo
     from synthnet.synthesize import load_synthesizer
 
-    cfg = compose(None, overrides or [], base=load_synthesizer(model).cfg)
+    cfg = compose(preset, overrides or [], base=rl_base(load_synthesizer(model).cfg))
     console.print(to_yaml(cfg))
     run_grpo(cfg, model, out, rules=[parse_rule(r) for r in rule or []])
     console.print(f"run saved in {out} (best.pt, final.pt)")
@@ -200,7 +205,7 @@ def patch(
 
 @command
 def sweep(
-    preset: str = typer.Argument(..., help="config preset of every trial: tiny | demo | paper"),
+    preset: str = typer.Argument(..., help="config preset of every trial: tiny | demo | headline | paper"),
     grid: list[str] = typer.Option(..., "--grid", help="KEY=A,B,C (repeatable); one trial per combination"),
     stage: str = typer.Option("train", help="train (supervised) | grpo (from --model)"),
     out: Path = typer.Option(..., help="sweep directory: one run directory per trial, sweep.json, tune/"),
@@ -221,7 +226,7 @@ def sweep(
 @command
 def demo(
     out: Path = typer.Option(Path("demo"), help="where the runs and the eval report go (finished parts are reused)"),
-    preset: str = typer.Option("demo", help="config preset: tiny | demo | paper"),
+    preset: str = typer.Option("demo", help="config preset: tiny | demo | headline | paper"),
     overrides: Optional[list[str]] = OVERRIDES,
 ):
     """zoo -> supervised stage -> GRPO -> eval on unseen seeds, with an HTML report (digits, ~10 min on 2 cores)."""
@@ -291,7 +296,7 @@ app.add_typer(config_app, name="config")
 
 
 @config_app.command("show")
-def config_show(preset: Optional[str] = typer.Argument(None, help="tiny | demo | paper (default: schema defaults)"),
+def config_show(preset: Optional[str] = typer.Argument(None, help="tiny | demo | headline | paper (default: none)"),
                 overrides: Optional[list[str]] = OVERRIDES):
     """Print a resolved config as YAML, overrides applied."""
     from synthnet.config import compose, to_yaml

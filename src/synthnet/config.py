@@ -39,14 +39,14 @@ class ModelConfig:
     latents: int = 32  # perceiver latent array size
     experts: int = 0  # MoE experts per feed-forward (0 = dense feed-forward; >= 2 for MoE)
     ffn_mult: int = 2  # feed-forward hidden = ffn_mult * dim
-    predict: str = "x0"  # x0 (clean weights) | delta (added to the input weights)
+    predict: str = "delta"  # delta (added to the input weights) | x0 (clean weights)
 
 
 @dataclass
 class TrainConfig:
     steps: int = 3000  # optimiser steps
     batch: int = 64  # (W_src -> W_tgt) pairs per step
-    lr: float = 1e-3  # AdamW peak learning rate (live)
+    lr: float = 2e-3  # AdamW peak learning rate (live)
     weight_decay: float = 0.0  # AdamW weight decay
     warmup: int = 100  # linear warm-up steps, then cosine decay to 0
     grad_clip: float = 1.0  # max gradient norm
@@ -78,17 +78,17 @@ class RewardConfig:
 @dataclass
 class GRPOConfig:
     iters: int = 100  # policy updates
-    inits: int = 8  # fresh random inits (prompts) per iteration
+    inits: int = 16  # fresh random inits (prompts) per iteration
     group: int = 8  # rollouts per init
     k_max: int = 4  # longest rollout
-    k_dist: str = "uniform"  # K per rollout: uniform over 1..k_max | fixed (always k_max)
+    k_dist: str = "uniform"  # K per group of rollouts: uniform over 1..k_max | fixed (always k_max)
     sigma: float = 0.02  # policy std in normalised weight space (live)
-    lr: float = 2e-5  # AdamW learning rate (live)
+    lr: float = 1e-4  # AdamW learning rate (live)
     eps_low: float = 0.2  # PPO clip below 1
     eps_high: float = 0.28  # PPO clip above 1
-    mu: int = 1  # optimisation passes per batch of rollouts
+    mu: int = 2  # optimisation passes per batch of rollouts
     kl_beta: float = 0.01  # weight of KL to the frozen supervised model
-    aux_weight: float = 0.5  # weight of the auxiliary supervised denoising loss on zoo pairs
+    aux_weight: float = 0.0  # weight of the auxiliary supervised denoising loss on zoo pairs (0 = off)
     group_mode: str = "sequences"  # sequences | steps | both
     std_norm: bool = True  # divide advantages by the group std (False = Dr. GRPO)
     loss_norm: str = "grpo"  # grpo | bnpo | dr_grpo
@@ -96,6 +96,7 @@ class GRPOConfig:
     grad_clip: float = 1.0  # max gradient norm
     eval_every: int = 20  # iterations between held-out evaluations
     eval_inits: int = 64  # fixed unseen inits for held-out evaluation
+    heldout_frac: float = 0.34  # last share of the val split kept out of the reward: held-out accuracy uses only it
     seed: int = 0  # RNG seed (fresh init seeds are drawn from 10**6 upward)
 
 
@@ -148,6 +149,16 @@ def compose(preset: str | None = None, overrides: list[str] = (), base: Config |
     except OmegaConfBaseException as exc:
         raise SynthNetError(config_error(exc)) from None
     _check_choices(cfg)
+    return cfg  # type: ignore[return-value]
+
+
+def rl_base(model_cfg: Config) -> Config:
+    """The config a GRPO run starts from: its supervised run's data, zoo, model, train and eval settings, with the
+    reward and grpo sections back at schema defaults (a supervised run never used them, and a copy saved with an
+    older run would silently carry stale GRPO settings forward)."""
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), model_cfg)
+    for section in ("reward", "grpo"):
+        cfg[section] = OmegaConf.structured(Config)[section]
     return cfg  # type: ignore[return-value]
 
 

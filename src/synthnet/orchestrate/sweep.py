@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from omegaconf import OmegaConf
 
-from synthnet.config import CHOICES, Config, compose, from_yaml
+from synthnet.config import CHOICES, Config, compose, from_yaml, rl_base
 from synthnet.errors import SynthNetError
 from synthnet.orchestrate.cluster import connect
 from synthnet.orchestrate.patches import KNOBS, check_value, request_patch
@@ -67,7 +67,7 @@ class Sweep:
         if self.stage == "grpo":
             from synthnet.synthesize import load_synthesizer
 
-            base = load_synthesizer(self.model).cfg
+            base = rl_base(load_synthesizer(self.model).cfg)
         return compose(self.preset, [*self.overrides, *(f"{k}={v}" for k, v in point.items())], base=base)
 
     def points(self) -> list[dict[str, Any]]:

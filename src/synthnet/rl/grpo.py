@@ -100,10 +100,15 @@ def step_index(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return run, step
 
 
-def sample_k(n: int, cfg, g: torch.Generator) -> torch.Tensor:
+def sample_k(inits: int, group: int, cfg, g: torch.Generator) -> torch.Tensor:
+    """(inits * group,) steps of every rollout: one K per init, shared by its whole group, so that the group
+    baseline compares rollouts of equal length (with K drawn per rollout, most of a group's reward spread is the
+    K it was dealt, which the policy cannot change). uniform: K uniform over 1..k_max; fixed: always k_max."""
     if cfg.k_dist == "fixed":
-        return torch.full((n,), cfg.k_max, dtype=torch.long)
-    return torch.randint(1, cfg.k_max + 1, (n,), generator=g)
+        k = torch.full((inits,), cfg.k_max, dtype=torch.long)
+    else:
+        k = torch.randint(1, cfg.k_max + 1, (inits,), generator=g)
+    return k.repeat_interleave(group)
 
 
 @torch.no_grad()
@@ -121,9 +126,24 @@ def score(synth: Synthesizer, spec: Spec, start: torch.Tensor, ro: Rollouts, x, 
     last = (ro.step == ro.k[ro.rollout] - 1).nonzero().squeeze(1)
     order = ro.rollout[last].argsort()
     final_idx = r + last[order]
-    flat = torch.cat([v.flatten(1) for v in states.values()], 1)
-    norm_ratio = flat[final_idx].norm(dim=1) / flat[:r].norm(dim=1)
-    return acc, sc.loss[final_idx], norm_ratio
+    ratio = norm_ratio({k: v[final_idx] for k, v in states.items()}, {k: v[:r] for k, v in states.items()})
+    return acc, sc.loss[final_idx], ratio
+
+
+def norm_ratio(params: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(R,) weight norm of each network in `params` (key -> (R, *shape)) over that of its init in `start`."""
+    flat = [torch.cat([v.flatten(1) for v in p.values()], 1) for p in (params, start)]
+    return flat[0].norm(dim=1) / flat[1].norm(dim=1)
+
+
+def check_norm_limit(synth: Synthesizer, spec: Spec, held: dict[str, torch.Tensor], cfg: Config) -> None:
+    """Warn when the starting model's own outputs already exceed reward.norm_limit: the blow-up penalty would then
+    fire on nearly every rollout and drown the accuracy signal (GRPO would learn to shrink weights)."""
+    ratio = norm_ratio(synth.outputs(spec, held, cfg.grpo.k_max)[-1], held).mean().item()
+    if ratio > cfg.reward.norm_limit:
+        print(f"warning: the model's outputs sit at {ratio:.1f}x their init's weight norm, above reward.norm_limit="
+              f"{cfg.reward.norm_limit:g}; the blow-up penalty will dominate the reward (pass e.g. "
+              f"reward.norm_limit={2 * ratio:.0f})")
 
 
 def gather_rewards(reward: torch.Tensor, acc: torch.Tensor, terms: dict, k_max: int) -> tuple:
@@ -201,9 +221,21 @@ def update_loss(policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollou
     return loss, diag
 
 
+def reward_and_heldout_data(data: Dataset, heldout_frac: float) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """((x, y) the reward scores on, (x, y) the held-out accuracy scores on): the val split cut in two, its last
+    `heldout_frac` kept out of the reward. A policy rewarded on a few hundred samples can learn to fit those very
+    samples; held-out inits scored on the reward's own samples would call that progress."""
+    x, y = data.split("val")
+    n_held = round(len(x) * heldout_frac)
+    if not 0 < n_held < len(x):
+        raise SynthNetError(f"grpo.heldout_frac={heldout_frac:g} leaves {n_held} of the {len(x)} val samples held "
+                            "out; it needs at least one on each side")
+    return (x[:-n_held], y[:-n_held]), (x[-n_held:], y[-n_held:])
+
+
 @torch.no_grad()
 def heldout(synth: Synthesizer, spec: Spec, params: dict, k_max: int, x, y) -> dict:
-    """Mean-policy (inference) val accuracy on the fixed held-out inits, per K."""
+    """Mean-policy (inference) accuracy of the fixed held-out inits on (x, y), per K."""
     row = {f"heldout_acc/k{k}": evaluate(spec, s, x, y).acc.mean().item()
            for k, s in enumerate(synth.outputs(spec, params, k_max), 1)}
     row["heldout_acc"] = max(row.values())
@@ -230,7 +262,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
     policy = GaussianPolicy(synth, gc.sigma)
     zoos, _ = load_zoo_tokens(cfg, synth.normalizer)
     data = load_dataset(cfg.data.dataset)
-    x, y = data.split("val")
+    (x, y), (x_held, y_held) = reward_and_heldout_data(data, gc.heldout_frac)
     spec = zoos[0].spec
     held = inits(spec, list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + gc.eval_inits)))
     opt = torch.optim.AdamW(synth.denoiser.parameters(), lr=gc.lr, weight_decay=0.0)
@@ -252,7 +284,8 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
         print(f"GRPO: {gc.inits} fresh inits x {gc.group} rollouts x K<={gc.k_max} per iteration, "
               f"{gc.iters} iterations, group mode {gc.group_mode}, {world()} rank(s)")
     if main and it == 0:
-        row = heldout(synth, spec, held, gc.k_max, x, y)
+        check_norm_limit(synth, spec, held, cfg)
+        row = heldout(synth, spec, held, gc.k_max, x_held, y_held)
         best = row["heldout_acc"]
         log.log(0, row)
         checkpoint("best")
@@ -270,7 +303,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
             # ---- rollout: B fresh inits x G stochastic sequences, one batch (this rank's share of it) ----
             seeds = [TRAIN_SEED_BASE + gc.seed * 10**7 + it * gc.inits + i for i in range(gc.inits)]
             start = synth.encode(spec, inits(spec, seeds)).repeat_interleave(gc.group, 0)
-            k = sample_k(len(start), gc, g)
+            k = sample_k(gc.inits, gc.group, gc, g)
             mine = share(len(start))
             synth.train()
             ro = rollout(policy, spec, start, k, g, mine)
@@ -318,7 +351,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
             # ---- held-out evaluation, self-tuning rules, metrics, checkpoints (rank 0) ----
             evaluating = it % gc.eval_every == 0 or it == gc.iters
             if evaluating:
-                row.update(heldout(synth, spec, held, gc.k_max, x, y))
+                row.update(heldout(synth, spec, held, gc.k_max, x_held, y_held))
             patches.observe(it, row)  # self-tuning rules, before the checkpoint so a resume replays them
             log.log(it, row)  # before the checkpoint: a resume from this iteration must find its row
             if evaluating:
