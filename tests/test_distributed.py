@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import TINY_ARCH, tiny_cfg
-from synthnet.config import compose
+from synthnet.config import compose, rl_base
 from synthnet.orchestrate.patches import parse_rule
 from synthnet.rl.grpo import grpo, inits, rollout
 from synthnet.rl.policy import GaussianPolicy
@@ -22,6 +22,9 @@ from synthnet.train import train
 
 VOLATILE = ("steps_per_s", "rollout_steps_per_s", "time_")  # wall-clock figures
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # what torchrun gives each rank; also spares a shared CPU
+# `synthnet grpo` takes grpo.* from the defaults, not from the tiny run: these keep its rollouts tiny
+SMALL_GRPO = ["grpo.k_max=2", "grpo.eval_inits=4", "grpo.mu=1"]
+LOOSE = ("adv_", "loss")  # GRPO figures that cancel to ~0: compared to 1e-3 absolute
 
 
 @pytest.fixture(autouse=True)
@@ -63,12 +66,14 @@ def torchrun(log, *args) -> subprocess.Popen:
 
 
 def assert_rows_close(got, want):
-    """One row per step (rank 0 alone wrote them), equal to the one-process rows up to float summation order."""
+    """One row per step (rank 0 alone wrote them), equal to the one-process rows up to float summation order.
+    Advantage summaries and the GRPO loss get a looser absolute tolerance: dividing by the std of a nearly tied group
+    amplifies the float dust of its rewards, and both are means of O(1) terms that cancel (equal-K groups)."""
     assert [r["step"] for r in got] == [r["step"] for r in want]
     for g, w in zip(got, want):
         assert g.keys() == w.keys(), g.keys() ^ w.keys()
         for key, value in w.items():
-            close = math.isclose(g[key], value, rel_tol=1e-3, abs_tol=1e-5)
+            close = math.isclose(g[key], value, rel_tol=1e-3, abs_tol=1e-3 if key.startswith(LOOSE) else 1e-5)
             assert close if isinstance(value, float) else g[key] == value, (w["step"], key, g[key], value)
 
 
@@ -98,8 +103,8 @@ def test_torchrun_supervised_matches_one_process(tiny_zoo, tmp_path):
 def test_torchrun_grpo_resumes_a_one_process_run_and_matches_it(tiny_run, tmp_path):
     """Groups straddle the ranks (3 inits x 2 rollouts over 2 ranks) and bnpo gives the ranks unequal step counts:
     only gathered rewards and the right loss scale give the one-process numbers."""
-    overrides = ["grpo.iters=5", "grpo.eval_every=2", "grpo.inits=3", "grpo.group=2", "grpo.loss_norm=bnpo"]
-    cfg = compose(None, overrides, base=load_synthesizer(tiny_run).cfg)
+    overrides = ["grpo.iters=5", "grpo.eval_every=2", "grpo.inits=3", "grpo.group=2", "grpo.loss_norm=bnpo", *SMALL_GRPO]
+    cfg = compose(None, overrides, base=rl_base(load_synthesizer(tiny_run).cfg))
     one, two = tmp_path / "one", tmp_path / "two"
     grpo(cfg, tiny_run, two, stop_after=3)  # checkpoint at 2, row 3 to be redone by the 2 ranks
     log = tmp_path / "torchrun.log"
@@ -165,8 +170,8 @@ def test_resume_after_sigkill_supervised(tiny_zoo, tmp_path):
 
 
 def test_resume_after_sigkill_grpo(tiny_run, tmp_path):
-    overrides = ["grpo.iters=15", "grpo.eval_every=3"]
+    overrides = ["grpo.iters=15", "grpo.eval_every=3", "grpo.inits=2", "grpo.group=4", *SMALL_GRPO]
     straight, split = tmp_path / "straight", tmp_path / "split"
     resume_after_sigkill(cli("grpo", "--model", tiny_run, "--out", split, *overrides), split, after_step=4)
-    grpo(compose(None, overrides, base=load_synthesizer(tiny_run).cfg), tiny_run, straight)
+    grpo(compose(None, overrides, base=rl_base(load_synthesizer(tiny_run).cfg)), tiny_run, straight)
     assert rows(split) == rows(straight)
