@@ -13,7 +13,7 @@ from synthnet.config import Config, compose, rl_base
 from synthnet.errors import SynthNetError
 from synthnet.orchestrate.patches import list_patches, request_patch, request_rollback
 from synthnet.rl.advantage import group_advantages
-from synthnet.rl.grpo import Rollouts, check_norm_limit, grpo, inits, norm_ratio, policy_loss, rollout
+from synthnet.rl.grpo import HELDOUT_SEED_BASE, Rollouts, grpo, inits, norm_ratio, policy_loss, rollout
 from synthnet.rl.policy import GaussianPolicy
 from synthnet.synthesize import load_synthesizer
 from synthnet.tokens import layout
@@ -64,13 +64,15 @@ def test_reward_rises_on_a_toy_target(tiny_run):
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.1, rewards
 
 
-def test_norm_limit_below_the_models_own_outputs_is_warned(tiny_run, capsys):
+def test_norm_limit_below_the_models_own_outputs_is_warned(tiny_run, tmp_path, capsys):
     """A stale reward.norm_limit under the outputs' norm ratio makes the blow-up penalty swamp accuracy: say so."""
     synth, _, spec, _ = _setup(tiny_run)
-    held = inits(spec, [500_000, 500_001])
+    held = inits(spec, list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + 4)))
     ratio = norm_ratio(synth.outputs(spec, held, 2)[-1], held).mean().item()
     for limit, warned in ((0.5 * ratio, True), (2 * ratio, False)):
-        check_norm_limit(synth, spec, held, tiny_cfg(tiny_run, "grpo.k_max=2", f"reward.norm_limit={limit}"))
+        cfg = compose(None, ["grpo.iters=1", "grpo.k_max=2", "grpo.eval_inits=4", "grpo.inits=2", "grpo.group=2",
+                             f"reward.norm_limit={limit}"], base=rl_base(synth.cfg))
+        grpo(cfg, tiny_run, tmp_path / str(warned))
         assert ("warning: the model's outputs sit at" in capsys.readouterr().out) == warned
 
 

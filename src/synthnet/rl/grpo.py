@@ -136,14 +136,13 @@ def norm_ratio(params: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) 
     return flat[0].norm(dim=1) / flat[1].norm(dim=1)
 
 
-def check_norm_limit(synth: Synthesizer, spec: Spec, held: dict[str, torch.Tensor], cfg: Config) -> None:
-    """Warn when the starting model's own outputs already exceed reward.norm_limit: the blow-up penalty would then
-    fire on nearly every rollout and drown the accuracy signal (GRPO would learn to shrink weights)."""
-    ratio = norm_ratio(synth.outputs(spec, held, cfg.grpo.k_max)[-1], held).mean().item()
-    if ratio > cfg.reward.norm_limit:
+def check_norm_limit(ratio: float, limit: float) -> None:
+    """Warn when the starting model's outputs (mean norm `ratio` to their inits) already exceed reward.norm_limit:
+    the blow-up penalty would then fire on nearly every rollout and drown the accuracy signal (GRPO would learn
+    to shrink weights)."""
+    if ratio > limit:
         print(f"warning: the model's outputs sit at {ratio:.1f}x their init's weight norm, above reward.norm_limit="
-              f"{cfg.reward.norm_limit:g}; the blow-up penalty will dominate the reward (pass e.g. "
-              f"reward.norm_limit={2 * ratio:.0f})")
+              f"{limit:g}; the blow-up penalty will dominate the reward (pass e.g. reward.norm_limit={2 * ratio:.0f})")
 
 
 def gather_rewards(reward: torch.Tensor, acc: torch.Tensor, terms: dict, k_max: int) -> tuple:
@@ -234,10 +233,10 @@ def reward_and_heldout_data(data: Dataset, heldout_frac: float) -> tuple[tuple[t
 
 
 @torch.no_grad()
-def heldout(synth: Synthesizer, spec: Spec, params: dict, k_max: int, x, y) -> dict:
-    """Mean-policy (inference) accuracy of the fixed held-out inits on (x, y), per K."""
-    row = {f"heldout_acc/k{k}": evaluate(spec, s, x, y).acc.mean().item()
-           for k, s in enumerate(synth.outputs(spec, params, k_max), 1)}
+def heldout(spec: Spec, outputs: list[dict[str, torch.Tensor]], x, y) -> dict:
+    """Accuracy on (x, y) of the mean-policy (inference) outputs Synthesizer.outputs gave for the held-out inits,
+    per K."""
+    row = {f"heldout_acc/k{k}": evaluate(spec, s, x, y).acc.mean().item() for k, s in enumerate(outputs, 1)}
     row["heldout_acc"] = max(row.values())
     return row
 
@@ -284,8 +283,9 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
         print(f"GRPO: {gc.inits} fresh inits x {gc.group} rollouts x K<={gc.k_max} per iteration, "
               f"{gc.iters} iterations, group mode {gc.group_mode}, {world()} rank(s)")
     if main and it == 0:
-        check_norm_limit(synth, spec, held, cfg)
-        row = heldout(synth, spec, held, gc.k_max, x_held, y_held)
+        outputs = synth.outputs(spec, held, gc.k_max)
+        check_norm_limit(norm_ratio(outputs[-1], held).mean().item(), cfg.reward.norm_limit)
+        row = heldout(spec, outputs, x_held, y_held)
         best = row["heldout_acc"]
         log.log(0, row)
         checkpoint("best")
@@ -308,9 +308,9 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
             synth.train()
             ro = rollout(policy, spec, start, k, g, mine)
             t_roll = time.perf_counter()
-            # ---- reward: every state of our rollouts on the val split, one evaluator call; gathered ----
-            acc, ce, norm_ratio = score(synth, spec, start[mine.start:mine.stop], ro, x, y)
-            reward, terms = rollout_reward(acc, ce, norm_ratio, ro.k, cfg.reward)
+            # ---- reward: every state of our rollouts on the reward's val samples, one evaluator call; gathered ----
+            acc, ce, growth = score(synth, spec, start[mine.start:mine.stop], ro, x, y)
+            reward, terms = rollout_reward(acc, ce, growth, ro.k, cfg.reward)
             reward, acc, terms = gather_rewards(reward, acc, terms, int(k.max()))
             t_reward = time.perf_counter()
             # ---- advantage: over whole groups, then our rollouts' steps ----
@@ -351,7 +351,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
             # ---- held-out evaluation, self-tuning rules, metrics, checkpoints (rank 0) ----
             evaluating = it % gc.eval_every == 0 or it == gc.iters
             if evaluating:
-                row.update(heldout(synth, spec, held, gc.k_max, x_held, y_held))
+                row.update(heldout(spec, synth.outputs(spec, held, gc.k_max), x_held, y_held))
             patches.observe(it, row)  # self-tuning rules, before the checkpoint so a resume replays them
             log.log(it, row)  # before the checkpoint: a resume from this iteration must find its row
             if evaluating:
