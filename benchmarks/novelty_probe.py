@@ -1,0 +1,49 @@
+"""Design probe: per-K val accuracy and novelty ratio of a model, on seeds that `synthnet eval` never uses.
+
+Choosing between training settings by `synthnet eval`'s figures would tune them to the evaluation seeds and the
+test split. This probe scores a model on other unseen seeds (default 300000+) and on the val split instead: for
+every K = 1..k_max, mean val accuracy, the permutation-aligned distance to each seed's own teacher, and the ratio
+of that distance to the nearest zoo checkpoint (any epoch of any run), as in `synthnet eval`. Run:
+  .venv/bin/python benchmarks/novelty_probe.py --model RUN [--which best|final] [--seeds 300000:300048]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from synthnet.data import load_dataset
+from synthnet.eval.novelty import aligned_distance, nearest
+from synthnet.evaluate import evaluate
+from synthnet.synthesize import load_synthesizer
+from synthnet.targets import init_state, parse_spec
+from synthnet.weights import stack_states
+from synthnet.zoo import Recipe, load_zoo, parse_seeds, train_many
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True, help="run directory of a trained model")
+    ap.add_argument("--which", default="best", help="checkpoint: best | final | latest")
+    ap.add_argument("--seeds", default="300000:300048", help="unseen init seeds (not eval's 100000+), A:B or list")
+    ap.add_argument("--k-max", type=int, default=4, help="probe K = 1..k_max")
+    args = ap.parse_args()
+    synth = load_synthesizer(args.model, args.which)
+    spec, seeds = parse_spec(synth.cfg.data.arch), parse_seeds(args.seeds)
+    data = load_dataset(synth.cfg.data.dataset)
+    teachers = train_many(spec, seeds, data, Recipe(synth.cfg.zoo.epochs))
+    zoo = load_zoo(Path(synth.cfg.zoo.path), str(spec))
+    ckpts = {k: v.flatten(0, 1) for k, v in zoo.params.items()}  # every epoch of every run
+    x, y = data.split("val")
+    inits = stack_states([init_state(spec, s) for s in seeds])
+    print(f"model {args.model} ({args.which}), {len(seeds)} seeds, val split; "
+          f"teacher val acc {evaluate(spec, teachers, x, y).acc.mean():.4f}")
+    for k, state in enumerate(synth.outputs(spec, inits, args.k_max), 1):
+        d_teacher = aligned_distance(spec, teachers, state)
+        d_ckpt, _ = nearest(spec, state, ckpts)
+        print(f"  K={k}: val acc {evaluate(spec, state, x, y).acc.mean():.4f}  d_teacher {d_teacher.mean():.3f}  "
+              f"d_ckpt {d_ckpt.mean():.3f}  ratio {(d_teacher / d_ckpt).mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()
