@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench chromium
 setup: $(VENV)/.installed
 
 # torch==2.13.0 first when torch is absent: on these machines that exact pin is the local CPU build,
@@ -16,8 +16,14 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/synthnet demo
 
-test: setup
+test: setup chromium
 	$(VENV)/bin/pytest -q
+
+# The report test renders HTML in Debian's headless chromium: installed when missing (as root, or through sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 bench: setup
 	$(PY) benchmarks/evaluator.py

@@ -95,7 +95,7 @@ def test_report_is_self_contained_with_every_section_and_plot(evaluated):
 
 def test_report_renders_in_headless_chromium(evaluated, tmp_path):
     if not shutil.which("chromium"):
-        pytest.fail("chromium is missing: install Debian's chromium package (.ci/run does)")
+        pytest.fail("chromium is missing: install Debian's chromium package (make test does)")
     out, _ = evaluated
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'u'}"]
