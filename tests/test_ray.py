@@ -93,7 +93,7 @@ def test_ray_grid_sweep_runs_every_point_and_ranks_by_metrics(tiny_zoo, ray_loca
     assert sorted(map(json.dumps, (t["start"] for t in summary["trials"]))) == sorted(map(json.dumps, points))
     for t in summary["trials"]:
         run = Path(t["run"])
-        cfg = from_yaml((run / "config.yaml").read_text())
+        cfg = from_yaml((run / "config.yaml").read_text(), "config.yaml")
         assert (cfg.train.lr, cfg.train.p_unroll, cfg.train.steps) == (t["start"]["train.lr"],
                                                                         t["start"]["train.p_unroll"], 2)
         assert run.name == f"train.lr={cfg.train.lr},train.p_unroll={cfg.train.p_unroll}"
@@ -132,7 +132,7 @@ def test_ray_pbt_exploit_restores_a_better_trial_and_patches_the_running_loop(ti
     assert (event["event"], event["step"], event["key"], event["new"], event["request"]) == (
         "patch", 2, "train.lr", ex["set"]["train.lr"], ex["request"])
     assert [r["patch_id"] for r in mine] == [0, 0, event["id"], event["id"]]
-    final = from_yaml(load_checkpoint(run / "final.pt")["synth"]["config"])
+    final = from_yaml(load_checkpoint(run / "final.pt")["synth"]["config"], "final.pt")
     assert final.train.lr == ex["set"]["train.lr"] == t["end"]["train.lr"]
     assert 0.0 < final.train.lr <= 0.1
 
@@ -161,7 +161,7 @@ def test_ray_grpo_sweep_starts_every_trial_from_the_model(tiny_zoo, tiny_run, ra
     assert summary["metric"] == "heldout_acc" and len(summary["trials"]) == 2
     for t in summary["trials"]:
         run = Path(t["run"])
-        assert from_yaml((run / "config.yaml").read_text()).grpo.sigma == t["start"]["grpo.sigma"]
+        assert from_yaml((run / "config.yaml").read_text(), "config.yaml").grpo.sigma == t["start"]["grpo.sigma"]
         rows = val_rows(run, "heldout_acc")
         assert [r["step"] for r in rows] == [0, 2, 3]  # the model's own score, then every grpo.eval_every=2
         assert t["best"] == max(r["heldout_acc"] for r in rows) and t["final"] == rows[-1]["heldout_acc"]

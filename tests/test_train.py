@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_ARCH, tiny_cfg
+from synthnet.errors import SynthNetError
 from synthnet.synthesize import epoch_level, level_epoch, load_synthesizer, schedule
 from synthnet.targets import build_module, init_state, parse_spec
 from synthnet.train import train
@@ -61,6 +62,15 @@ def test_resume_matches_an_uninterrupted_run(tiny_zoo, tmp_path):
     a = load_synthesizer(straight, "final").denoiser.state_dict()
     b = load_synthesizer(split, "final").denoiser.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_from_another_version_is_a_one_line_error(tiny_run, tmp_path):
+    """A saved config with a key this version lacks names the file and the key instead of an OmegaConf trace."""
+    ckpt = torch.load(tiny_run / "best.pt", weights_only=True)
+    ckpt["synth"]["config"] = ckpt["synth"]["config"].replace("grpo:\n", "grpo:\n  retired_knob: 1\n")
+    torch.save(ckpt, tmp_path / "best.pt")
+    with pytest.raises(SynthNetError, match=r"best\.pt: unknown config key 'grpo\.retired_knob'"):
+        load_synthesizer(tmp_path)
 
 
 def test_synthesize_writes_plain_loadable_weights_for_any_width(tiny_run, tmp_path):

@@ -178,5 +178,10 @@ def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(cfg)
 
 
-def from_yaml(text: str) -> Config:
-    return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))  # type: ignore[return-value]
+def from_yaml(text: str, source: str) -> Config:
+    """A saved config back into the schema; a key this version does not know (a run written by another version)
+    is a one-line error naming `source`, the file it came from."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise SynthNetError(f"{source}: {config_error(exc)} (written by another version of SynthNet?)") from None

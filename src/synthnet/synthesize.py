@@ -102,8 +102,10 @@ class Synthesizer(nn.Module):
                 "normalizer": self.normalizer.state_dict(), "trained_steps": self.trained_steps}
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, run_dir: str = "") -> "Synthesizer":
-        synth = cls(from_yaml(ckpt["config"]), parse_spec(ckpt["spec"]), Normalizer.from_state_dict(ckpt["normalizer"]))
+    def from_checkpoint(cls, ckpt: dict, run_dir: str, source: str) -> "Synthesizer":
+        """source: the file the checkpoint was read from (named in errors)."""
+        cfg = from_yaml(ckpt["config"], source)
+        synth = cls(cfg, parse_spec(ckpt["spec"]), Normalizer.from_state_dict(ckpt["normalizer"]))
         synth.denoiser.load_state_dict(ckpt["model"])
         synth.run_dir, synth.trained_steps = run_dir, int(ckpt["trained_steps"])
         return synth.eval()
@@ -117,7 +119,7 @@ def load_synthesizer(run: Path, which: str = "best") -> Synthesizer:
         raise SynthNetError(f"{run}: no {which}.pt checkpoint (found: {', '.join(have) or 'none'}); "
                             "train one with `synthnet train`")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return Synthesizer.from_checkpoint(ckpt["synth"], str(run))
+    return Synthesizer.from_checkpoint(ckpt["synth"], str(run), str(path))
 
 
 def _inputs(paths: list[Path]) -> list[Path]:

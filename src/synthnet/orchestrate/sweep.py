@@ -209,7 +209,7 @@ def trial(config: dict, sweep: Sweep) -> None:
     else:
         with checkpoint.as_directory() as src:
             donor = restore(Path(src), run)
-        base = from_yaml((run / "config.yaml").read_text())
+        base = from_yaml((run / "config.yaml").read_text(), str(run / "config.yaml"))
         if donor["trial"] != name:
             exploit(run, donor, {k: config[k] for k in sweep.grid})
     metric = STAGES[sweep.stage].metric
@@ -274,7 +274,7 @@ def fit(sweep: Sweep, address: str | None) -> None:
 
 def end_values(run: Path, keys: list[str]) -> dict[str, Any]:
     """The grid keys' values in force at the run's end (PBT and `synthnet patch` may have changed them)."""
-    cfg = from_yaml(load_checkpoint(run / "final.pt")["synth"]["config"])
+    cfg = from_yaml(load_checkpoint(run / "final.pt")["synth"]["config"], str(run / "final.pt"))
     return {k: OmegaConf.select(cfg, k) for k in keys}
 
 
