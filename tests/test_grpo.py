@@ -37,7 +37,8 @@ def test_ratio_is_one_on_the_first_pass(tiny_run):
     dist, _ = policy.forward(spec, ro.inputs, ro.level_in, ro.level_out)
     ratio = torch.exp(policy.log_prob(spec, dist, ro.actions) - ro.old_logp)
     torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-4, rtol=0)
-    _, diag = policy_loss(policy, synth, spec, ro, adv, cfg)
+    ref_mean, _ = synth.step(spec, ro.inputs, ro.level_in, ro.level_out)
+    _, diag = policy_loss(policy, ref_mean.detach(), spec, ro, adv, cfg)
     assert abs(diag["ratio_mean"] - 1) < 1e-4 and diag["clip_low"] == 0 and diag["clip_high"] == 0
     assert abs(diag["kl"]) < 1e-6  # the policy is still the frozen reference
 
@@ -57,7 +58,7 @@ def test_reward_rises_on_a_toy_target(tiny_run):
         rewards.append(r.mean().item())
         adv = group_advantages(r.view(2, 4)).flatten()[ro.rollout]
         for _ in range(cfg.mu):
-            loss, _ = policy_loss(policy, synth, spec, ro, adv, cfg)
+            loss, _ = policy_loss(policy, ro.actions, spec, ro, adv, cfg)  # kl_beta=0: the reference is unused
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -98,7 +99,9 @@ def test_grpo_loop_logs_diagnostics_and_resumes_exactly(tiny_run, tmp_path):
     for key in ("reward_mean", "reward_std", "reward_min", "reward_max", "zero_spread_groups", "group_range_mean",
                 "adv_mean", "adv_std", "clip_low", "clip_high", "kl", "entropy", "grad_norm", "sigma", "nan_skip"):
         assert key in rows[1], key
-    assert "heldout_acc" in rows[0] and "heldout_acc" in rows[2] and "heldout_acc" not in rows[1]
+    for key in ("heldout_acc", "reward_set_acc", "train_acc"):
+        assert key in rows[0] and key in rows[2] and key not in rows[1], key
+        assert rows[2][key] == max(rows[2][f"{key}/k{k}"] for k in range(1, cfg.grpo.k_max + 1))
     grpo(cfg, tiny_run, split, stop_after=3)
     grpo(cfg, tiny_run, split)
     assert _rows(split) == rows

@@ -185,16 +185,15 @@ def rank_scale(ro: Rollouts, k: torch.Tensor, kind: str) -> float:
     return world() * mine / total
 
 
-def policy_loss(policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollouts, adv: torch.Tensor, cfg,
+def policy_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: Rollouts, adv: torch.Tensor, cfg,
                 scale: float = 1.0):
     """scale x (PPO-clipped surrogate + kl_beta * KL(pi || pi_ref), normalised as configured) + MoE penalty.
-    scale: rank_scale under torchrun. Returns (loss, diag)."""
+    ref_mean: (M, N, F) the frozen reference's means at ro.inputs; scale: rank_scale under torchrun.
+    Returns (loss, diag)."""
     dist, aux = policy.forward(spec, ro.inputs, ro.level_in, ro.level_out)
     ratio = torch.exp(policy.log_prob(spec, dist, ro.actions) - ro.old_logp)
     clipped = ratio.clamp(1 - cfg.eps_low, 1 + cfg.eps_high)
     surrogate = -torch.minimum(ratio * adv, clipped * adv)
-    with torch.no_grad():
-        ref_mean, _ = ref.step(spec, ro.inputs, ro.level_in, ro.level_out)
     kl = policy.kl(spec, dist, torch.distributions.Normal(ref_mean, torch.full_like(ref_mean, policy.sigma)))
     loss = scale * normalise_loss(surrogate + cfg.kl_beta * kl, ro, cfg.loss_norm, cfg.k_max)
     loss = loss + policy.synth.moe_penalty(aux)
@@ -207,12 +206,12 @@ def policy_loss(policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollou
     return loss, diag
 
 
-def update_loss(policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollouts, adv: torch.Tensor, scale: float,
+def update_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: Rollouts, adv: torch.Tensor, scale: float,
                 zt: ZooTokens, data: Dataset, cfg: Config, g: torch.Generator):
     """policy_loss + aux_weight x the supervised chain loss on zoo runs, as one function: DDP wants one forward
     per backward. Returns (loss, diag)."""
     gc = cfg.grpo
-    loss, diag = policy_loss(policy, ref, spec, ro, adv, gc, scale)
+    loss, diag = policy_loss(policy, ref_mean, spec, ro, adv, gc, scale)
     if gc.aux_weight > 0:
         xb = data.x_train[torch.randint(len(data.x_train), (256,), generator=g)]
         aux_loss, _ = chain_batch(policy.synth, zt, 10**9, cfg, g, xb)
@@ -233,11 +232,15 @@ def reward_and_heldout_data(data: Dataset, heldout_frac: float) -> tuple[tuple[t
 
 
 @torch.no_grad()
-def heldout(spec: Spec, outputs: list[dict[str, torch.Tensor]], x, y) -> dict:
-    """Accuracy on (x, y) of the mean-policy (inference) outputs Synthesizer.outputs gave for the held-out inits,
-    per K."""
-    row = {f"heldout_acc/k{k}": evaluate(spec, s, x, y).acc.mean().item() for k, s in enumerate(outputs, 1)}
-    row["heldout_acc"] = max(row.values())
+def heldout(spec: Spec, outputs: list[dict[str, torch.Tensor]], held: tuple, reward_set: tuple, train: tuple) -> dict:
+    """Accuracy of the mean-policy (inference) outputs Synthesizer.outputs gave for the held-out inits, per K:
+    heldout_acc on the val samples the reward never sees (what checkpoints are chosen by); reward_set_acc on the
+    reward's own samples and train_acc on the train split, whose gap to heldout_acc shows the policy learning the
+    reward's samples rather than better weights. Each (x, y); the un-suffixed keys are the max over K."""
+    row = {}
+    for name, (x, y) in (("heldout_acc", held), ("reward_set_acc", reward_set), ("train_acc", train)):
+        per_k = {f"{name}/k{k}": evaluate(spec, s, x, y).acc.mean().item() for k, s in enumerate(outputs, 1)}
+        row.update(per_k, **{name: max(per_k.values())})
     return row
 
 
@@ -285,7 +288,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
     if main and it == 0:
         outputs = synth.outputs(spec, held, gc.k_max)
         check_norm_limit(norm_ratio(outputs[-1], held).mean().item(), cfg.reward.norm_limit)
-        row = heldout(spec, outputs, x_held, y_held)
+        row = heldout(spec, outputs, (x_held, y_held), (x, y), data.split("train"))
         best = row["heldout_acc"]
         log.log(0, row)
         checkpoint("best")
@@ -319,8 +322,10 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
             adv = adv[(run >= mine.start) & (run < mine.stop)]
             # ---- update: mu passes over the same rollouts (old log-probs kept) + auxiliary denoising ----
             scale = rank_scale(ro, k, gc.loss_norm)
+            with torch.no_grad():
+                ref_mean, _ = ref.step(spec, ro.inputs, ro.level_in, ro.level_out)  # once for all mu passes
             for _ in range(gc.mu):
-                loss, diag = replica(update_loss, policy, ref, spec, ro, adv, scale, zoos[0], data, cfg, g)
+                loss, diag = replica(update_loss, policy, ref_mean, spec, ro, adv, scale, zoos[0], data, cfg, g)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # DDP: gradients averaged over ranks
                 grad_norm = nn.utils.clip_grad_norm_(synth.denoiser.parameters(), gc.grad_clip)
@@ -351,7 +356,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
             # ---- held-out evaluation, self-tuning rules, metrics, checkpoints (rank 0) ----
             evaluating = it % gc.eval_every == 0 or it == gc.iters
             if evaluating:
-                row.update(heldout(spec, synth.outputs(spec, held, gc.k_max), x_held, y_held))
+                row.update(heldout(spec, synth.outputs(spec, held, gc.k_max), (x_held, y_held), (x, y), data.split("train")))
             patches.observe(it, row)  # self-tuning rules, before the checkpoint so a resume replays them
             log.log(it, row)  # before the checkpoint: a resume from this iteration must find its row
             if evaluating:
