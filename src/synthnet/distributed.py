@@ -123,6 +123,13 @@ def mean_over_ranks(values: dict[str, Any], weight: float = 1.0) -> dict[str, An
     return {**values, **{k: (sums[i] / sums[-1]).item() for i, k in enumerate(keys)}}
 
 
+def finish() -> None:
+    """End of a successful run, after rank 0's last writes: every rank waits for the others here, so none starts
+    tearing gloo down at exit while another is still working (an early rank's teardown once aborted it, SIGABRT)."""
+    if tdist.is_initialized():
+        tdist.barrier()
+
+
 def check_replicas(model: nn.Module) -> None:
     """Raise unless every rank holds bit-identical parameters: DDP's invariant, which any rank-dependent change of
     the weights or of a config value would silently break."""

@@ -20,7 +20,7 @@ from torch import nn
 
 from synthnet.config import Config, to_yaml
 from synthnet.data import Dataset, load_dataset
-from synthnet.distributed import (broadcast_config, check_replicas, init, is_main, mean_over_ranks, replicate,
+from synthnet.distributed import (broadcast_config, check_replicas, finish, init, is_main, mean_over_ranks, replicate,
                                   require_multiple, shard)
 from synthnet.errors import SynthNetError
 from synthnet.evaluate import evaluate, logits
@@ -246,4 +246,5 @@ def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence
         if step >= t.steps:
             checkpoint("final")
         log.close()
+    finish()
     return synth

@@ -19,7 +19,7 @@ from torch.distributions import Normal
 
 from synthnet.config import Config, to_yaml
 from synthnet.data import Dataset, load_dataset
-from synthnet.distributed import (broadcast_config, check_replicas, gather_cat, init, is_main, mean_over_ranks,
+from synthnet.distributed import (broadcast_config, check_replicas, finish, gather_cat, init, is_main, mean_over_ranks,
                                   replicate, require_multiple, share, world)
 from synthnet.errors import SynthNetError
 from synthnet.evaluate import evaluate
@@ -206,8 +206,8 @@ def policy_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: 
     return loss, diag
 
 
-def update_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: Rollouts, adv: torch.Tensor, scale: float,
-                zt: ZooTokens, data: Dataset, cfg: Config, g: torch.Generator):
+def update_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: Rollouts, adv: torch.Tensor,
+                scale: float, zt: ZooTokens, data: Dataset, cfg: Config, g: torch.Generator):
     """policy_loss + aux_weight x the supervised chain loss on zoo runs, as one function: DDP wants one forward
     per backward. Returns (loss, diag)."""
     gc = cfg.grpo
@@ -264,7 +264,8 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
     policy = GaussianPolicy(synth, gc.sigma)
     zoos, _ = load_zoo_tokens(cfg, synth.normalizer)
     data = load_dataset(cfg.data.dataset)
-    (x, y), (x_held, y_held) = reward_and_heldout_data(data, gc.heldout_frac)
+    (x, y), held_out = reward_and_heldout_data(data, gc.heldout_frac)
+    scored_on = (held_out, (x, y), data.split("train"))  # what heldout() scores the held-out inits' outputs on
     spec = zoos[0].spec
     held = inits(spec, list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + gc.eval_inits)))
     opt = torch.optim.AdamW(synth.denoiser.parameters(), lr=gc.lr, weight_decay=0.0)
@@ -288,7 +289,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
     if main and it == 0:
         outputs = synth.outputs(spec, held, gc.k_max)
         check_norm_limit(norm_ratio(outputs[-1], held).mean().item(), cfg.reward.norm_limit)
-        row = heldout(spec, outputs, (x_held, y_held), (x, y), data.split("train"))
+        row = heldout(spec, outputs, *scored_on)
         best = row["heldout_acc"]
         log.log(0, row)
         checkpoint("best")
@@ -356,7 +357,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
             # ---- held-out evaluation, self-tuning rules, metrics, checkpoints (rank 0) ----
             evaluating = it % gc.eval_every == 0 or it == gc.iters
             if evaluating:
-                row.update(heldout(spec, synth.outputs(spec, held, gc.k_max), (x_held, y_held), (x, y), data.split("train")))
+                row.update(heldout(spec, synth.outputs(spec, held, gc.k_max), *scored_on))
             patches.observe(it, row)  # self-tuning rules, before the checkpoint so a resume replays them
             log.log(it, row)  # before the checkpoint: a resume from this iteration must find its row
             if evaluating:
@@ -371,4 +372,5 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
         if it >= gc.iters:
             checkpoint("final")
         log.close()
+    finish()
     return synth
