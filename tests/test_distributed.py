@@ -120,13 +120,13 @@ def test_torchrun_rank_shares_of_rollouts_draw_what_one_process_draws(tiny_run):
     generator ends where one process's does, even when a rank has no rollout left at a step."""
     synth = load_synthesizer(tiny_run)
     policy, spec = GaussianPolicy(synth, 0.05), synth.spec
-    start = synth.encode(spec, inits(spec, [1_000_001, 1_000_002, 1_000_003])).repeat_interleave(2, 0)
+    start = synth.encode(spec, inits(spec, [1_000_001, 1_000_002, 1_000_003]))  # two rollouts each
     k = torch.tensor([1, 1, 1, 2, 2, 1])  # the first share's rollouts all stop after one step
     g = torch.Generator().manual_seed(0)
-    whole = rollout(policy, spec, start, k, g)
+    whole = rollout(policy, spec, start, 2, k, g)
     for mine in (range(0, 3), range(3, 6)):
         g_rank = torch.Generator().manual_seed(0)
-        part = rollout(policy, spec, start, k, g_rank, mine)
+        part = rollout(policy, spec, start, 2, k, g_rank, mine)
         assert torch.equal(g_rank.get_state(), g.get_state())
         rows = (whole.rollout >= mine.start) & (whole.rollout < mine.stop)
         assert torch.equal(part.rollout + mine.start, whole.rollout[rows]) and torch.equal(part.step, whole.step[rows])

@@ -13,7 +13,7 @@ from synthnet.config import Config, compose, rl_base
 from synthnet.errors import SynthNetError
 from synthnet.orchestrate.patches import list_patches, request_patch, request_rollback
 from synthnet.rl.advantage import group_advantages
-from synthnet.rl.grpo import HELDOUT_SEED_BASE, Rollouts, grpo, inits, norm_ratio, policy_loss, rollout
+from synthnet.rl.grpo import HELDOUT_SEED_BASE, grpo, inits, norm_ratio, policy_loss, rollout
 from synthnet.rl.policy import GaussianPolicy
 from synthnet.synthesize import load_synthesizer
 from synthnet.tokens import layout
@@ -23,24 +23,39 @@ def _setup(run, sigma=0.05):
     synth = load_synthesizer(run)
     policy = GaussianPolicy(synth, sigma)
     spec = synth.spec
-    start = synth.encode(spec, inits(spec, [1_000_001, 1_000_002])).repeat_interleave(4, 0)
+    start = synth.encode(spec, inits(spec, [1_000_001, 1_000_002]))  # two inits, four rollouts each
     return synth, policy, spec, start
 
 
 def test_ratio_is_one_on_the_first_pass(tiny_run):
     synth, policy, spec, start = _setup(tiny_run)
     g = torch.Generator().manual_seed(0)
-    ro = rollout(policy, spec, start, torch.tensor([1, 2, 2, 1, 2, 1, 1, 2]), g)
-    assert len(ro.rollout) == 12 and ro.actions.shape == ro.inputs.shape
+    ro = rollout(policy, spec, start, 4, torch.tensor([1, 2, 2, 1, 2, 1, 1, 2]), g)
+    assert len(ro.rollout) == 12 and len(ro.inputs) == 4 + 4  # first steps: one per (init, K); then one each
     adv = torch.randn(len(ro.rollout))
     cfg = tiny_cfg(tiny_run).grpo
-    dist, _ = policy.forward(spec, ro.inputs, ro.level_in, ro.level_out)
+    dist, _ = policy.forward(spec, ro.inputs, ro.level_in, ro.level_out, ro.source)
     ratio = torch.exp(policy.log_prob(spec, dist, ro.actions) - ro.old_logp)
     torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-4, rtol=0)
     ref_mean, _ = synth.step(spec, ro.inputs, ro.level_in, ro.level_out)
     _, diag = policy_loss(policy, ref_mean.detach(), spec, ro, adv, cfg)
     assert abs(diag["ratio_mean"] - 1) < 1e-4 and diag["clip_low"] == 0 and diag["clip_high"] == 0
     assert abs(diag["kl"]) < 1e-6  # the policy is still the frozen reference
+
+
+def test_shared_first_steps_sample_what_one_copy_per_rollout_samples(tiny_run):
+    """Running each (init, K)'s first step once changes no action, log-prob or policy loss."""
+    synth, policy, spec, start = _setup(tiny_run)
+    k, adv = torch.tensor([1, 2, 2, 1, 2, 1, 1, 2]), torch.randn(12)
+    cfg = tiny_cfg(tiny_run).grpo
+    shared = rollout(policy, spec, start, 4, k, torch.Generator().manual_seed(0))
+    copies = rollout(policy, spec, start.repeat_interleave(4, 0), 1, k, torch.Generator().manual_seed(0))
+    assert len(shared.inputs) == 8 and len(copies.inputs) == 12
+    assert torch.equal(shared.rollout, copies.rollout) and torch.equal(shared.step, copies.step)
+    torch.testing.assert_close(shared.actions, copies.actions)
+    torch.testing.assert_close(shared.old_logp, copies.old_logp)
+    losses = [policy_loss(policy, ro.inputs + 0.01, spec, ro, adv, cfg)[0] for ro in (shared, copies)]
+    torch.testing.assert_close(losses[0], losses[1])
 
 
 def test_reward_rises_on_a_toy_target(tiny_run):
@@ -50,15 +65,15 @@ def test_reward_rises_on_a_toy_target(tiny_run):
     cfg = tiny_cfg(tiny_run, "grpo.kl_beta=0", "grpo.mu=2").grpo
     opt = torch.optim.Adam(synth.denoiser.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
-    k = torch.ones(len(start), dtype=torch.long)
+    k = torch.ones(8, dtype=torch.long)
     rewards = []
     for _ in range(12):
-        ro = rollout(policy, spec, start, k, g)
+        ro = rollout(policy, spec, start, 4, k, g)
         r = (ro.actions * mask).sum(dim=(1, 2)) / mask.sum()
         rewards.append(r.mean().item())
         adv = group_advantages(r.view(2, 4)).flatten()[ro.rollout]
         for _ in range(cfg.mu):
-            loss, _ = policy_loss(policy, ro.actions, spec, ro, adv, cfg)  # kl_beta=0: the reference is unused
+            loss, _ = policy_loss(policy, ro.inputs, spec, ro, adv, cfg)  # kl_beta=0: the reference is unused
             opt.zero_grad()
             loss.backward()
             opt.step()

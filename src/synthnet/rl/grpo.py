@@ -40,12 +40,14 @@ HELDOUT_SEED_BASE = 500_000  # the fixed held-out inits GRPO reports on (val spl
 
 @dataclass
 class Rollouts:
-    """All (state, action) steps of B*G rollouts, flattened over (rollout, step): M = sum of K."""
+    """All (state, action) steps of B*G rollouts, flattened over (rollout, step): M = sum of K. The rollouts of one
+    init that take the same K share their first (state, levels), so the policy needs only U <= M distinct inputs."""
 
-    inputs: torch.Tensor  # (M, N, F) state before the step
+    inputs: torch.Tensor  # (U, N, F) distinct states before a step
+    level_in: torch.Tensor  # (U,)
+    level_out: torch.Tensor  # (U,)
+    source: torch.Tensor  # (M,) row of inputs / level_in / level_out that each step starts from
     actions: torch.Tensor  # (M, N, F) sampled next state
-    level_in: torch.Tensor  # (M,)
-    level_out: torch.Tensor  # (M,)
     old_logp: torch.Tensor  # (M,) log-prob under the policy that sampled it
     rollout: torch.Tensor  # (M,) rollout index in [0, B*G)
     step: torch.Tensor  # (M,) step index in [0, K)
@@ -57,29 +59,42 @@ def inits(spec: Spec, seeds: list[int]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def rollout(policy: GaussianPolicy, spec: Spec, start: torch.Tensor, k: torch.Tensor, g: torch.Generator,
+def rollout(policy: GaussianPolicy, spec: Spec, start: torch.Tensor, group: int, k: torch.Tensor, g: torch.Generator,
             mine: range | None = None) -> Rollouts:
-    """Run the rollouts r in `mine` (default: all R) for k[r] stochastic steps from start[r] (R, N, F), batched.
+    """Run the rollouts r in `mine` (default: all R) for k[r] stochastic steps from start[r // group], batched.
+    start: (B, N, F) the inits, each shared by `group` consecutive rollouts; k: (R,) with R = B * group.
 
-    Under torchrun each rank runs its share; all draw the noise of all R rollouts from g, as one process would,
-    so their generators stay in step. The Rollouts index the rollouts of `mine` from 0.
+    The first step of the rollouts of one init with one K is a single policy forward. Under torchrun each rank
+    runs its share; all draw the noise of all R rollouts from g, as one process would, so their generators stay in
+    step. The Rollouts index the rollouts of `mine` from 0.
     """
     mine = range(len(k)) if mine is None else mine
-    cur, rec = start.clone(), []
+    cur, rec, n_inputs = start[torch.arange(len(k)) // group], [], 0
     for s in range(int(k.max())):
         active = (k > s).nonzero().squeeze(1)
         rows = ((active >= mine.start) & (active < mine.stop)).nonzero().squeeze(1)  # ours, among the active
         idx = active[rows]
-        kk = k[idx].float()
+        first, source = first_steps(idx, k, group) if s == 0 else (idx, torch.arange(len(idx)))
+        kk = k[first].float()
         l_in, l_out = 1 - s / kk, 1 - (s + 1) / kk
-        dist, _ = policy.forward(spec, cur[idx], l_in, l_out)
+        dist, _ = policy.forward(spec, cur[first], l_in, l_out, source)
         action = sample_rows(policy, spec, dist, rows, len(active), g)
-        rec.append((cur[idx], action, l_in, l_out, policy.log_prob(spec, dist, action), idx - mine.start,
-                    torch.full_like(idx, s)))
+        rec.append((cur[first], l_in, l_out, source + n_inputs, action, policy.log_prob(spec, dist, action),
+                    idx - mine.start, torch.full_like(idx, s)))
+        n_inputs += len(first)
         cur = cur.clone()
         cur[idx] = action
     cols = list(zip(*rec))
     return Rollouts(*(torch.cat(c) for c in cols), k=k[mine.start:mine.stop])
+
+
+def first_steps(idx: torch.Tensor, k: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct first steps of rollouts idx (n,): rollouts of one init (r // group) taking one K start from the
+    same (state, levels). Returns (one rollout per distinct first step (U,), each rollout's distinct step (n,))."""
+    _, source = torch.unique(idx // group * (int(k.max()) + 1) + k[idx], return_inverse=True)
+    pos = torch.zeros(int(source.max()) + 1, dtype=torch.long)
+    pos = pos.scatter_reduce(0, source, torch.arange(len(idx)), "amin", include_self=False)
+    return idx[pos], source
 
 
 def sample_rows(policy: GaussianPolicy, spec: Spec, dist: Normal, rows: torch.Tensor, n: int,
@@ -188,13 +203,14 @@ def rank_scale(ro: Rollouts, k: torch.Tensor, kind: str) -> float:
 def policy_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: Rollouts, adv: torch.Tensor, cfg,
                 scale: float = 1.0):
     """scale x (PPO-clipped surrogate + kl_beta * KL(pi || pi_ref), normalised as configured) + MoE penalty.
-    ref_mean: (M, N, F) the frozen reference's means at ro.inputs; scale: rank_scale under torchrun.
+    ref_mean: (U, N, F) the frozen reference's means at ro.inputs; scale: rank_scale under torchrun.
     Returns (loss, diag)."""
-    dist, aux = policy.forward(spec, ro.inputs, ro.level_in, ro.level_out)
+    dist, aux = policy.forward(spec, ro.inputs, ro.level_in, ro.level_out, ro.source)
+    ref_mean = ref_mean[ro.source]
     ratio = torch.exp(policy.log_prob(spec, dist, ro.actions) - ro.old_logp)
     clipped = ratio.clamp(1 - cfg.eps_low, 1 + cfg.eps_high)
     surrogate = -torch.minimum(ratio * adv, clipped * adv)
-    kl = policy.kl(spec, dist, torch.distributions.Normal(ref_mean, torch.full_like(ref_mean, policy.sigma)))
+    kl = policy.kl(spec, dist, Normal(ref_mean, torch.full_like(ref_mean, policy.sigma)))
     loss = scale * normalise_loss(surrogate + cfg.kl_beta * kl, ro, cfg.loss_norm, cfg.k_max)
     loss = loss + policy.synth.moe_penalty(aux)
     diag = {"kl": kl.mean().item(), "ratio_mean": ratio.mean().item(),
@@ -306,14 +322,14 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
                 group["lr"] = gc.lr
             # ---- rollout: B fresh inits x G stochastic sequences, one batch (this rank's share of it) ----
             seeds = [TRAIN_SEED_BASE + gc.seed * 10**7 + it * gc.inits + i for i in range(gc.inits)]
-            start = synth.encode(spec, inits(spec, seeds)).repeat_interleave(gc.group, 0)
+            start = synth.encode(spec, inits(spec, seeds))
             k = sample_k(gc.inits, gc.group, gc, g)
-            mine = share(len(start))
+            mine = share(len(k))
             synth.train()
-            ro = rollout(policy, spec, start, k, g, mine)
+            ro = rollout(policy, spec, start, gc.group, k, g, mine)
             t_roll = time.perf_counter()
             # ---- reward: every state of our rollouts on the reward's val samples, one evaluator call; gathered ----
-            acc, ce, growth = score(synth, spec, start[mine.start:mine.stop], ro, x, y)
+            acc, ce, growth = score(synth, spec, start[torch.arange(mine.start, mine.stop) // gc.group], ro, x, y)
             reward, terms = rollout_reward(acc, ce, growth, ro.k, cfg.reward)
             reward, acc, terms = gather_rewards(reward, acc, terms, int(k.max()))
             t_reward = time.perf_counter()

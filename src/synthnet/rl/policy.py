@@ -22,9 +22,12 @@ class GaussianPolicy:
         self.synth = synth  # the trainable denoiser (its mean is mu_theta)
         self.sigma = sigma  # std in normalised weight space (patched live by the GRPO loop)
 
-    def forward(self, spec: Spec, tokens: torch.Tensor, level_in: torch.Tensor, level_out: torch.Tensor):
-        """tokens: (M, N, F); levels: (M,). Returns (Normal over (M, N, F), aux dict of the denoiser)."""
+    def forward(self, spec: Spec, tokens: torch.Tensor, level_in: torch.Tensor, level_out: torch.Tensor,
+                rows: torch.Tensor | None = None):
+        """tokens: (U, N, F); levels: (U,); rows: (M,) the input row of each distribution (default: one per input,
+        M = U). Returns (Normal over (M, N, F), aux dict of the denoiser)."""
         mean, aux = self.synth.step(spec, tokens, level_in, level_out)
+        mean = mean if rows is None else mean[rows]
         return Normal(mean, torch.full_like(mean, self.sigma)), aux
 
     def sample(self, spec: Spec, dist: Normal, g: torch.Generator) -> torch.Tensor:
