@@ -63,7 +63,9 @@ def test_nearest_matches_exhaustive_search_and_finds_a_permuted_copy(arch):
     assert torch.allclose(dist, exact.min(1).values) and idx.tolist() == exact.argmin(1).tolist()
 
 
-def test_nearest_leave_one_out_skips_the_excluded_reference():
+@pytest.mark.parametrize("pairs", [nv.PAIRS, 2 * nv.CANDIDATES])  # the second aligns two queries at a time
+def test_nearest_leave_one_out_skips_the_excluded_reference(pairs, monkeypatch):
+    monkeypatch.setattr(nv, "PAIRS", pairs)
     spec = parse_spec("mlp:12-7-4")
     refs = _nets(spec, range(40))
     dist, idx = nv.nearest(spec, refs, refs, exclude=torch.arange(40))
@@ -90,6 +92,9 @@ def test_pairwise_iou_and_its_off_diagonal_mean():
     want = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]])
     assert torch.allclose(m, want)
     assert nv.mean_off_diagonal(m) == pytest.approx(1.0 / 6)
+    g = torch.Generator().manual_seed(0)
+    y, pred = torch.randint(3, (50,), generator=g), torch.randint(3, (20, 50), generator=g)  # matmul vs definition
+    assert torch.allclose(nv.pairwise_iou(pred, y), nv.error_iou(pred[:, None], pred[None], y))
 
 
 def test_ensemble_accuracy_averages_softmax_not_votes():

@@ -24,6 +24,7 @@ from synthnet.targets import Spec
 Params = dict[str, torch.Tensor]
 MAX_PASSES = 10  # weight-matching passes for nets with >= 2 hidden layers (they converge in 2-3)
 CANDIDATES = 128  # references aligned per live query in each round of `nearest`
+PAIRS = 16384  # (query, reference) pairs aligned at once in `nearest`: memory is PAIRS x weights floats, times ~6
 BOUND_BLOCK = (64, 32)  # (queries, references) per lower-bound block: memory is their product * width^2 floats
 
 
@@ -167,13 +168,14 @@ def nearest(spec: Spec, query: Params, refs: Params, exclude: torch.Tensor | Non
         live = torch.nonzero(bounds[:, lo] < best.square() * (1 + 1e-5)).squeeze(1)  # tolerance: rounding
         if len(live) == 0:
             break
-        cand = order[live, lo:lo + CANDIDATES]  # (A, c)
-        a = {k: v[live].repeat_interleave(cand.shape[1], 0) for k, v in query.items()}
-        d = aligned_distance(spec, a, {k: v[cand.reshape(-1)] for k, v in refs.items()}).view(cand.shape)
-        d[bounds[live, lo:lo + CANDIDATES].isinf()] = float("inf")  # an excluded reference never wins
-        dmin, j = d.min(1)
-        better = dmin < best[live]
-        best[live[better]], best_i[live[better]] = dmin[better], cand[better, j[better]]
+        for part in live.split(max(1, PAIRS // CANDIDATES)):
+            cand = order[part, lo:lo + CANDIDATES]  # (A, c)
+            a = {k: v[part].repeat_interleave(cand.shape[1], 0) for k, v in query.items()}
+            d = aligned_distance(spec, a, {k: v[cand.reshape(-1)] for k, v in refs.items()}).view(cand.shape)
+            d[bounds[part, lo:lo + CANDIDATES].isinf()] = float("inf")  # an excluded reference never wins
+            dmin, j = d.min(1)
+            better = dmin < best[part]
+            best[part[better]], best_i[part[better]] = dmin[better], cand[better, j[better]]
     return best, best_i
 
 
@@ -183,13 +185,20 @@ def error_iou(pred_a: torch.Tensor, pred_b: torch.Tensor, y: torch.Tensor) -> to
     |E_a & E_b| / |E_a | E_b|; when both nets make no error the sets are equal and the IoU is 1.0.
     """
     ea, eb = pred_a != y, pred_b != y
-    inter, union = (ea & eb).sum(-1), (ea | eb).sum(-1)
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter, dtype=torch.float))
+    return _iou((ea & eb).sum(-1), (ea | eb).sum(-1))
 
 
 def pairwise_iou(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(N, N) error IoU between every pair of nets' predictions pred (N, S)."""
-    return error_iou(pred[:, None], pred[None], y)
+    """(N, N) error IoU between every pair of nets' predictions pred (N, S), by one matmul of the error
+    indicators: the (N, N, S) intersections error_iou would build take 10 GB for a 2048-run zoo."""
+    errors = (pred != y).float()  # (N, S)
+    inter, count = errors @ errors.T, errors.sum(1)  # counts up to S: exact in float32
+    return _iou(inter, count[:, None] + count[None] - inter)
+
+
+def _iou(inter: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
+    """inter / union, and 1.0 where the union is empty (both error sets empty, hence equal)."""
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter, dtype=torch.float))
 
 
 def mean_off_diagonal(m: torch.Tensor) -> float:
