@@ -87,7 +87,7 @@ def assert_weights_close(run_a, run_b):
 def test_torchrun_supervised_matches_one_process(tiny_zoo, tmp_path):
     """2 ranks x half batch = 1 process x full batch; a self-tuning rule halves rank 0's lr from step 1 on, so
     unless every rank follows rank 0's config the ranks diverge (and the run fails its replica check)."""
-    overrides = ["train.steps=12", "train.val_every=4"]
+    overrides = ["train.steps=12", "train.val_every=4", "train.label_weight=0.5"]
     rule = "lr_half:loss>0:train.lr*0.5:5"
     one, two = tmp_path / "one", tmp_path / "two"
     log = tmp_path / "torchrun.log"

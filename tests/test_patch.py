@@ -19,8 +19,8 @@ LIVE_EXPECTED = {
     *(f"reward.{k}" for k in ("alpha", "beta", "gamma", "lam", "ce", "norm_limit")),
     *(f"grpo.{k}" for k in ("group", "inits", "k_max", "k_dist", "kl_beta", "eps_low", "eps_high", "lr", "sigma",
                             "aux_weight", "eval_every", "adv_clip", "grad_clip")),
-    *(f"train.{k}" for k in ("lr", "grad_clip", "p_unroll", "func_weight", "val_every", "perturb_min",
-                             "perturb_max")),
+    *(f"train.{k}" for k in ("lr", "grad_clip", "p_unroll", "func_weight", "label_weight", "label_smoothing",
+                             "val_every", "perturb_min", "perturb_max")),
 }
 
 

@@ -1,4 +1,4 @@
-"""Supervised stage: one-step smoke, exact resume, synthesize (weights in, weights out, no data)."""
+"""Supervised stage: one-step smoke, the label loss, exact resume, synthesize (weights in, weights out, no data)."""
 
 import json
 import subprocess
@@ -9,10 +9,11 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_ARCH, tiny_cfg
+from synthnet.data import load_dataset
 from synthnet.errors import SynthNetError
 from synthnet.synthesize import epoch_level, level_epoch, load_synthesizer, schedule
 from synthnet.targets import build_module, init_state, parse_spec
-from synthnet.train import train
+from synthnet.train import denoise_loss, train
 from synthnet.weights import save_weights
 
 VOLATILE = {"steps_per_s"}
@@ -49,6 +50,34 @@ def test_one_step_trains_and_writes_the_run_directory(tiny_zoo, tmp_path, model)
     loaded = load_synthesizer(tmp_path, "final")
     for a, b in zip(loaded.denoiser.state_dict().values(), synth.denoiser.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_label_loss_is_the_train_cross_entropy_of_final_states_only(tiny_run):
+    """label_weight adds weight x the (label-smoothed) cross-entropy, on train labels, of the nets decoded from the
+    rows marked final, averaged over all rows (the others count 0); checked against each net rebuilt as a plain
+    torch module."""
+    synth = load_synthesizer(tiny_run)
+    spec = parse_spec(TINY_ARCH)
+    data = load_dataset("digits")
+    x, y = data.x_train[:40], data.y_train[:40]
+    pred = synth.encode(spec, {k: torch.stack([init_state(spec, s)[k] for s in range(3)]) for k in init_state(spec, 0)})
+    tgt = pred + 0.1 * torch.randn(pred.shape, generator=torch.Generator().manual_seed(0))
+    final = torch.tensor([True, False, True])
+    cfg = synth.cfg.train
+    cfg.label_weight = 0.0
+    base, _ = denoise_loss(synth, spec, pred, tgt, x, y, final, cfg)
+    cfg.label_weight, cfg.label_smoothing = 2.0, 0.1
+    with_labels, parts = denoise_loss(synth, spec, pred, tgt, x, y, final, cfg)
+    nets = synth.decode(spec, pred)
+    ce = []
+    for row in (0, 2):
+        module = build_module(spec)
+        module.load_state_dict({k: v[row] for k, v in nets.items()})
+        ce.append(torch.nn.functional.cross_entropy(module(x), y, label_smoothing=0.1))
+    expected = torch.stack(ce).sum() / 3  # a mean over all 3 rows, the non-final one counting 0
+    torch.testing.assert_close(with_labels - base, 2.0 * expected, rtol=1e-4, atol=1e-5)
+    none_final, parts = denoise_loss(synth, spec, pred, tgt, x, y, torch.zeros(3, dtype=torch.bool), cfg)
+    assert torch.equal(none_final, base) and parts["label_ce"] == 0
 
 
 def test_resume_matches_an_uninterrupted_run(tiny_zoo, tmp_path):

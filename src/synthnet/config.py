@@ -55,6 +55,8 @@ class TrainConfig:
     k_max: int = 4  # longest synthesis chain trained (unrolled) and validated
     p_unroll: float = 0.5  # probability a batch trains a K-step chain on the model's own outputs
     func_weight: float = 1.0  # weight of the functional loss (KL of outputs to the target net on train inputs)
+    label_weight: float = 0.0  # weight of the train-label cross-entropy of synthesized final states
+    label_smoothing: float = 0.0  # label smoothing of that cross-entropy (caps how far it sharpens the logits)
     perturb_min: float = 1e-3  # smallest centred input perturbation sigma (log-uniform), x init scale
     perturb_max: float = 5e-2  # largest centred input perturbation sigma
     perturb_ramp: int = 1000  # steps over which the perturbation is ramped in

@@ -4,7 +4,9 @@ Each step draws either (a) pairs W_i -> W_j (i < j, variable gaps, the input per
 Gaussian) or (b) a K-step chain from W_0 run on the model's own outputs, every step supervised by the zoo
 checkpoint at its noise level (so later steps learn to refine what earlier steps produce). Loss = MSE in
 normalised token space + a functional term: KL of the synthesized network's outputs to the target network's
-on train inputs. Validation = real accuracy of networks synthesized from held-out zoo seeds' inits.
+on train inputs + optionally the (label-smoothed) cross-entropy of synthesized final states on those inputs'
+train labels.
+Validation = real accuracy of networks synthesized from held-out zoo seeds' inits.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from synthnet.config import Config, to_yaml
+from synthnet.config import Config, TrainConfig, to_yaml
 from synthnet.data import Dataset, load_dataset
 from synthnet.distributed import (broadcast_config, check_replicas, finish, init, is_main, mean_over_ranks, replicate,
                                   require_multiple, shard)
@@ -98,19 +100,34 @@ def perturb(tokens: torch.Tensor, init_std: torch.Tensor, step: int, cfg, g: tor
 
 
 def denoise_loss(synth: Synthesizer, spec: Spec, pred: torch.Tensor, tgt: torch.Tensor, x: torch.Tensor,
-                 func_weight: float) -> tuple[torch.Tensor, dict]:
-    """MSE in token space + func_weight * KL(target net || synthesized net) on inputs x (S, features)."""
+                 y: torch.Tensor, final: torch.Tensor, t: TrainConfig) -> tuple[torch.Tensor, dict]:
+    """MSE in token space + func_weight * KL(target net || synthesized net) on train inputs x (S, features)
+    + label_weight * cross-entropy (label_smoothing) on their labels y (S,) of the rows of pred that are final
+    states (final (B,)), averaged over all B rows."""
     mse = (pred - tgt).pow(2).mean()
     loss, parts = mse, {"mse": mse.item()}
-    if func_weight > 0:
+    if t.func_weight > 0 or t.label_weight > 0:
         lp = logits(spec, synth.decode(spec, pred), x).log_softmax(-1)  # (B, S, C)
+    if t.func_weight > 0:
         lt = logits(spec, synth.decode(spec, tgt), x).log_softmax(-1)
         kl = (lt.exp() * (lt - lp)).sum(-1).mean()
-        loss, parts["kl"] = loss + func_weight * kl, kl.item()
+        loss, parts["kl"] = loss + t.func_weight * kl, kl.item()
+    if t.label_weight > 0:  # a mean over all B rows (0 for non-final ones): a torchrun shard's share is exact
+        ce_rows = nn.functional.cross_entropy(lp.transpose(1, 2), y.expand(len(lp), -1), reduction="none",
+                                              label_smoothing=t.label_smoothing).mean(1)
+        ce = (ce_rows * final).mean()
+        loss, parts["label_ce"] = loss + t.label_weight * ce, ce.item()
     return loss, parts
 
 
-def chain_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor):
+def train_batch(data: Dataset, g: torch.Generator, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x (size, features), y (size,)): train-split samples the functional and label losses score on."""
+    idx = torch.randint(len(data.x_train), (size,), generator=g)
+    return data.x_train[idx], data.y_train[idx]
+
+
+def chain_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor,
+                y: torch.Tensor):
     """A K-step chain from perturbed W_0 on the model's own outputs; each step vs the zoo at its level.
     Under torchrun every rank draws the whole batch and runs its share."""
     t = cfg.train
@@ -122,19 +139,21 @@ def chain_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: to
     epochs = level_epoch(schedule(k)[1:], zt.epochs).round().long()
     parts = {}
     for s, ep in zip(states, epochs):
-        loss, parts = denoise_loss(synth, zt.spec, s, zt.tokens[run, ep], x, t.func_weight)
+        final = torch.full((len(run),), bool(ep == zt.epochs))
+        loss, parts = denoise_loss(synth, zt.spec, s, zt.tokens[run, ep], x, y, final, t)
         total = total + loss / k
     return total, {**parts, "k": k}
 
 
-def pair_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor):
+def pair_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor,
+               y: torch.Tensor):
     """Pairs W_i -> W_j; under torchrun every rank draws the whole batch and runs its share."""
     t = cfg.train
-    src, tgt, l_in, l_out, _, _ = sample_pairs(zt, t.batch, step / t.steps, t, g)
+    src, tgt, l_in, l_out, _, j = sample_pairs(zt, t.batch, step / t.steps, t, g)
     src = perturb(src, zt.init_std, step, t, g)
-    src, tgt, l_in, l_out = shard(src), shard(tgt), shard(l_in), shard(l_out)
+    src, tgt, l_in, l_out, j = shard(src), shard(tgt), shard(l_in), shard(l_out), shard(j)
     pred, aux = synth.step(zt.spec, src, l_in, l_out)
-    loss, parts = denoise_loss(synth, zt.spec, pred, tgt, x, t.func_weight)
+    loss, parts = denoise_loss(synth, zt.spec, pred, tgt, x, y, j == zt.epochs, t)
     parts.update({f"expert_util/{i}": u.item() for i, u in enumerate(aux["expert_util"])})
     return loss + synth.moe_penalty(aux), {**parts, "k": 0}
 
@@ -212,10 +231,10 @@ def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence
             for group in opt.param_groups:
                 group["lr"] = t.lr * lr_factor(step, t)
             zt = zoos[int(torch.randint(len(zoos), (1,), generator=g))]
-            x = data.x_train[torch.randint(len(data.x_train), (256,), generator=g)]
+            x, y = train_batch(data, g)
             make = chain_batch if torch.rand(1, generator=g).item() < t.p_unroll else pair_batch
             synth.train()
-            loss, parts = replica(make, synth, zt, step, cfg, g, x)  # DDP: gradients averaged over ranks
+            loss, parts = replica(make, synth, zt, step, cfg, g, x, y)  # DDP: gradients averaged over ranks
             # ---- update ----
             opt.zero_grad(set_to_none=True)
             loss.backward()

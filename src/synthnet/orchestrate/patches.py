@@ -60,6 +60,8 @@ KNOBS: dict[str, Knob] = {
     "train.grad_clip": live(1e-3, 1e3),  # max gradient norm; 0 would freeze the model
     "train.p_unroll": live(0.0, 1.0),  # a probability
     "train.func_weight": live(0.0, 100.0),  # loss weight, non-negative
+    "train.label_weight": live(0.0, 100.0),  # loss weight, non-negative
+    "train.label_smoothing": live(0.0, 1.0),  # a probability mass spread over the classes
     "train.val_every": live(1, 10**6),  # steps between validations
     "train.perturb_min": live(0.0, 1.0),  # input perturbation sigma, x init scale
     "train.perturb_max": live(0.0, 1.0),  # input perturbation sigma, x init scale

@@ -31,7 +31,7 @@ from synthnet.rl.reward import rollout_reward, step_rewards
 from synthnet.runlog import RunLog, load_checkpoint, restore_training_state, save_training_state
 from synthnet.synthesize import Synthesizer, load_synthesizer
 from synthnet.targets import Spec, init_state
-from synthnet.train import ZooTokens, chain_batch, load_zoo_tokens
+from synthnet.train import ZooTokens, chain_batch, load_zoo_tokens, train_batch
 from synthnet.weights import stack_states
 
 TRAIN_SEED_BASE = 1_000_000  # fresh GRPO prompts: seeds from here up (zoo seeds are small, eval seeds 100000+)
@@ -229,8 +229,7 @@ def update_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: 
     gc = cfg.grpo
     loss, diag = policy_loss(policy, ref_mean, spec, ro, adv, gc, scale)
     if gc.aux_weight > 0:
-        xb = data.x_train[torch.randint(len(data.x_train), (256,), generator=g)]
-        aux_loss, _ = chain_batch(policy.synth, zt, 10**9, cfg, g, xb)
+        aux_loss, _ = chain_batch(policy.synth, zt, 10**9, cfg, g, *train_batch(data, g))
         loss = loss + gc.aux_weight * aux_loss
     return loss, diag
 
