@@ -2,9 +2,10 @@
 
 Variants (each differs from the default config by one setting): group mode steps / both, no std division
 (Dr. GRPO advantages), KL beta 0, the auxiliary denoising loss on (default off), fixed K = k_max. For each it
-prints the held-out mean-policy val accuracy (best K) before, at the end and at its best evaluation; the
-throughput split into rollout, reward and update time; the mean policy's accuracy on the reward's own samples and
-on train, before and after (a policy that learns the reward's samples gains there, not on held-out).
+prints the held-out mean-policy val accuracy (best K) before, at the end and at its best evaluation, against the
+teachers' on the same inits and samples; the throughput split into rollout, reward and update time; the mean
+policy's accuracy on the reward's own samples and on train, before and after (a policy that learns the reward's
+samples gains there, not on held-out).
 Figures only: nothing is asserted. Run:
   .venv/bin/python benchmarks/grpo_ablation.py --model RUN [--out runs/ablation] [--iters 30] [key=value ...]
 """
@@ -31,7 +32,8 @@ def summarise(run: Path) -> dict:
     steps = [r for r in rows if "time_update" in r]
     mean = lambda key: statistics.mean(r[key] for r in steps)  # noqa: E731
     total = mean("time_rollout") + mean("time_reward") + mean("time_update")
-    return {"heldout_before": held[0]["heldout_acc"], "heldout_after": held[-1]["heldout_acc"],
+    return {"heldout_teacher": held[0]["heldout_teacher_acc"],
+            "heldout_before": held[0]["heldout_acc"], "heldout_after": held[-1]["heldout_acc"],
             "heldout_best": max(r["heldout_acc"] for r in held),
             **{f"{key}_{when}": held[i][key] for key in ("reward_set_acc", "train_acc")
                for when, i in (("before", 0), ("after", -1))},
@@ -60,7 +62,7 @@ def main() -> None:
         r = table[name]
         print(f"{name:18s} heldout {r['heldout_before']:.4f} -> {r['heldout_after']:.4f} "
               f"({r['heldout_after'] - r['heldout_before']:+.4f}, best {r['heldout_best']:.4f}); "
-              f"{r['rollout_steps_per_s']:.0f} rollout-steps/s, "
+              f"teachers {r['heldout_teacher']:.4f}; {r['rollout_steps_per_s']:.0f} rollout-steps/s, "
               f"{r['s_per_iter']:.2f} s/iter = rollout {r['rollout_frac']:.0%} + reward {r['reward_frac']:.0%} "
               f"+ update {r['update_frac']:.0%}; reward's samples {r['reward_set_acc_before']:.4f} -> "
               f"{r['reward_set_acc_after']:.4f}, train {r['train_acc_before']:.4f} -> {r['train_acc_after']:.4f}",

@@ -10,12 +10,15 @@ import torch
 
 from conftest import tiny_cfg
 from synthnet.config import Config, compose, rl_base
+from synthnet.data import load_dataset
 from synthnet.errors import SynthNetError
 from synthnet.orchestrate.patches import list_patches, request_patch, request_rollback
 from synthnet.rl.advantage import group_advantages
-from synthnet.rl.grpo import HELDOUT_SEED_BASE, grpo, inits, norm_ratio, policy_loss, rollout
+from synthnet.rl.grpo import (HELDOUT_SEED_BASE, grpo, inits, norm_ratio, policy_loss, reward_and_heldout_data, rollout,
+                              teacher_heldout_acc)
 from synthnet.rl.policy import GaussianPolicy
 from synthnet.synthesize import load_synthesizer
+from synthnet.targets import parse_spec
 from synthnet.tokens import layout
 
 
@@ -117,6 +120,11 @@ def test_grpo_loop_logs_diagnostics_and_resumes_exactly(tiny_run, tmp_path):
     for key in ("heldout_acc", "reward_set_acc", "train_acc"):
         assert key in rows[0] and key in rows[2] and key not in rows[1], key
         assert rows[2][key] == max(rows[2][f"{key}/k{k}"] for k in range(1, cfg.grpo.k_max + 1))
+    data = load_dataset(cfg.data.dataset)
+    _, held = reward_and_heldout_data(data, cfg.grpo.heldout_frac)
+    seeds = list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + cfg.grpo.eval_inits))
+    untrained = teacher_heldout_acc(parse_spec(cfg.data.arch), seeds, data, held, epochs=0)  # the inits themselves
+    assert rows[0]["heldout_teacher_acc"] > untrained + 0.3 and "heldout_teacher_acc" not in rows[2]
     grpo(cfg, tiny_run, split, stop_after=3)
     grpo(cfg, tiny_run, split)
     assert _rows(split) == rows

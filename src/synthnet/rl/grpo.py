@@ -33,6 +33,7 @@ from synthnet.synthesize import Synthesizer, load_synthesizer
 from synthnet.targets import Spec, init_state
 from synthnet.train import ZooTokens, chain_batch, load_zoo_tokens, train_batch
 from synthnet.weights import stack_states
+from synthnet.zoo import Recipe, train_many
 
 TRAIN_SEED_BASE = 1_000_000  # fresh GRPO prompts: seeds from here up (zoo seeds are small, eval seeds 100000+)
 HELDOUT_SEED_BASE = 500_000  # the fixed held-out inits GRPO reports on (val split)
@@ -259,6 +260,12 @@ def heldout(spec: Spec, outputs: list[dict[str, torch.Tensor]], held: tuple, rew
     return row
 
 
+def teacher_heldout_acc(spec: Spec, seeds: list[int], data: Dataset, held: tuple, epochs: int) -> float:
+    """Mean accuracy on the held-out samples `held` (x, y) of the teachers (zoo recipe, `epochs`) trained from the
+    held-out inits `seeds`: the line heldout_acc must reach for GRPO to match conventional training."""
+    return evaluate(spec, train_many(spec, seeds, data, Recipe(epochs)), *held).acc.mean().item()
+
+
 def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
          rules: Sequence[Rule] = ()) -> Synthesizer:
     """Reinforce the supervised model of `model_run` into run directory `out` (exact resume, live patches).
@@ -282,7 +289,8 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
     (x, y), held_out = reward_and_heldout_data(data, gc.heldout_frac)
     scored_on = (held_out, (x, y), data.split("train"))  # what heldout() scores the held-out inits' outputs on
     spec = zoos[0].spec
-    held = inits(spec, list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + gc.eval_inits)))
+    held_seeds = list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + gc.eval_inits))
+    held = inits(spec, held_seeds)
     opt = torch.optim.AdamW(synth.denoiser.parameters(), lr=gc.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(gc.seed)
     ckpt = load_checkpoint(out / "latest.pt") if (out / "latest.pt").is_file() else {}
@@ -305,6 +313,9 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
         outputs = synth.outputs(spec, held, gc.k_max)
         check_norm_limit(norm_ratio(outputs[-1], held).mean().item(), cfg.reward.norm_limit)
         row = heldout(spec, outputs, *scored_on)
+        row["heldout_teacher_acc"] = teacher_heldout_acc(spec, held_seeds, data, held_out, cfg.zoo.epochs)
+        print(f"held-out accuracy at the start {row['heldout_acc']:.4f}; the teachers of those inits: "
+              f"{row['heldout_teacher_acc']:.4f}")
         best = row["heldout_acc"]
         log.log(0, row)
         checkpoint("best")
