@@ -32,7 +32,7 @@ def summarise(run: Path) -> dict:
     steps = [r for r in rows if "time_update" in r]
     mean = lambda key: statistics.mean(r[key] for r in steps)  # noqa: E731
     total = mean("time_rollout") + mean("time_reward") + mean("time_update")
-    return {"heldout_teacher": held[0]["heldout_teacher_acc"],
+    return {"heldout_teacher": held[0].get("heldout_teacher_acc", float("nan")),  # nan: a run from before it was logged
             "heldout_before": held[0]["heldout_acc"], "heldout_after": held[-1]["heldout_acc"],
             "heldout_best": max(r["heldout_acc"] for r in held),
             **{f"{key}_{when}": held[i][key] for key in ("reward_set_acc", "train_acc")
