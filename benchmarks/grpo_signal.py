@@ -1,11 +1,12 @@
 """How much of the reward's gradient one GRPO group carries, in weight space, for one-step (K=1) rollouts.
 
 For each of --inits fresh inits, G rollouts are sampled around the policy mean mu (as the GRPO loop does) and scored
-with the configured reward on the reward's val samples. The group's policy-gradient direction in action space is
-sum_i A_i * eps_i (A: group advantages, eps: the unit noise of rollout i). Printed per group size: its cosine with
-the exact gradient of the reward's smooth part (-val cross-entropy) at mu, against sqrt(G / (G + d)), what G samples
-of a linear reward would give, and 1/sqrt(d), a random direction in the d weight dimensions; and its cosine with
-the train split's cross-entropy gradient, the teacher's own objective. Figures only: nothing is asserted. Run:
+with the configured reward on the reward's samples (grpo.reward_split). The group's policy-gradient direction in
+action space is sum_i A_i * eps_i (A: group advantages, eps: the unit noise of rollout i). Printed per group size:
+its cosine with the exact gradient of the reward's smooth part (-cross-entropy on those samples) at mu, against
+sqrt(G / (G + d)), what G samples of a linear reward would give, and 1/sqrt(d), a random direction in the d weight
+dimensions; and its cosine with the train split's cross-entropy gradient, the teacher's own objective. Figures only:
+nothing is asserted. Run:
   .venv/bin/python benchmarks/grpo_signal.py --model RUN [--inits 32] [--groups 8,32,128] [reward.ce=3 ...]
 """
 
@@ -72,7 +73,7 @@ def main() -> None:
     cfg = compose(None, args.overrides, base=rl_base(synth.cfg))
     spec, g = synth.spec, torch.Generator().manual_seed(0)
     data = load_dataset(cfg.data.dataset)
-    (x, y), _ = reward_and_heldout_data(data, cfg.grpo.heldout_frac)
+    (x, y), _ = reward_and_heldout_data(data, cfg.grpo.heldout_frac, cfg.grpo.reward_split)
     start = synth.encode(spec, inits(spec, list(range(SEED_BASE, SEED_BASE + args.inits))))
     ones = torch.ones(len(start))
     with torch.no_grad():

@@ -102,6 +102,19 @@ def test_grpo_config_keeps_the_model_settings_but_not_its_stale_grpo_ones():
     assert (cfg.reward.norm_limit, cfg.grpo.lr, cfg.grpo.iters) == (Config().reward.norm_limit, Config().grpo.lr, 5)
 
 
+def test_reward_samples_never_include_the_held_out_ones():
+    data = load_dataset("digits")
+    x_val, _ = data.split("val")
+    (xv, _), held = reward_and_heldout_data(data, 0.34, "val")
+    assert len(held[0]) == round(0.34 * len(x_val)) and torch.equal(torch.cat([xv, held[0]]), x_val)
+    (xtv, _), held_tv = reward_and_heldout_data(data, 0.34, "train+val")
+    assert torch.equal(xtv, torch.cat([data.x_train, xv])) and torch.equal(held_tv[0], held[0])
+    (xt, _), held_t = reward_and_heldout_data(data, 0.34, "train")
+    assert torch.equal(xt, data.x_train) and torch.equal(held_t[0], x_val)  # train: all of val held out
+    with pytest.raises(SynthNetError, match="heldout_frac=1"):
+        reward_and_heldout_data(data, 1.0, "val")
+
+
 def _rows(run):
     skip = ("rollout_steps_per_s", "time_")
     return [{k: v for k, v in json.loads(line).items() if not k.startswith(skip)}
@@ -121,7 +134,7 @@ def test_grpo_loop_logs_diagnostics_and_resumes_exactly(tiny_run, tmp_path):
         assert key in rows[0] and key in rows[2] and key not in rows[1], key
         assert rows[2][key] == max(rows[2][f"{key}/k{k}"] for k in range(1, cfg.grpo.k_max + 1))
     data = load_dataset(cfg.data.dataset)
-    _, held = reward_and_heldout_data(data, cfg.grpo.heldout_frac)
+    _, held = reward_and_heldout_data(data, cfg.grpo.heldout_frac, cfg.grpo.reward_split)
     seeds = list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + cfg.grpo.eval_inits))
     untrained = teacher_heldout_acc(parse_spec(cfg.data.arch), seeds, data, held, epochs=0)  # the inits themselves
     assert rows[0]["heldout_teacher_acc"] > untrained + 0.3 and "heldout_teacher_acc" not in rows[2]

@@ -146,7 +146,7 @@ def grpo(
     overrides: Optional[list[str]] = OVERRIDES,
     rule: Optional[list[str]] = RULE,
 ):
-    """GRPO stage: reinforce the denoiser on real validation accuracy from fresh random inits.
+    """GRPO stage: reinforce the denoiser on real accuracy (grpo.reward_split) from fresh random inits.
 
     Config: the supervised run's data, zoo, model and train settings; reward.* and grpo.* from the schema
     defaults, then --preset, then key=value overrides.

@@ -69,11 +69,11 @@ class TrainConfig:
 
 @dataclass
 class RewardConfig:
-    alpha: float = 1.0  # weight of the final validation accuracy
+    alpha: float = 1.0  # weight of the final accuracy (on grpo.reward_split)
     beta: float = 0.1  # weight of the sum of positive accuracy gains between steps
     gamma: float = 0.5  # weight of the penalties (norm blow-up, regressions)
     lam: float = 0.0  # cost per denoising step
-    ce: float = 0.1  # weight of negative validation cross-entropy (signal when accuracies tie)
+    ce: float = 0.1  # weight of negative cross-entropy (signal when accuracies tie)
     norm_limit: float = 8.0  # weight-norm ratio to the init above which the blow-up penalty starts (zoo finals: ~4.2)
 
 
@@ -98,7 +98,8 @@ class GRPOConfig:
     grad_clip: float = 1.0  # max gradient norm
     eval_every: int = 20  # iterations between held-out evaluations
     eval_inits: int = 64  # fixed unseen inits for held-out evaluation
-    heldout_frac: float = 0.34  # last share of the val split kept out of the reward: held-out accuracy uses only it
+    reward_split: str = "train+val"  # splits the reward scores on: train+val | val | train, never the held-out val
+    heldout_frac: float = 0.34  # last share of val kept out of the reward for held-out accuracy (reward on train: all)
     seed: int = 0  # RNG seed (fresh init seeds are drawn from 10**6 upward)
 
 
@@ -121,7 +122,8 @@ class Config:
 
 CHOICES = {"model.name": ("flat-mlp", "set", "perceiver"), "model.predict": ("x0", "delta"),
            "train.gap": ("mixed", "easy_to_hard", "hard_to_easy"), "grpo.k_dist": ("uniform", "fixed"),
-           "grpo.group_mode": ("sequences", "steps", "both"), "grpo.loss_norm": ("grpo", "bnpo", "dr_grpo")}
+           "grpo.group_mode": ("sequences", "steps", "both"), "grpo.loss_norm": ("grpo", "bnpo", "dr_grpo"),
+           "grpo.reward_split": ("val", "train", "train+val")}
 
 
 def presets() -> list[str]:

@@ -72,9 +72,11 @@ KNOBS: dict[str, Knob] = {
     "reward.lam": live(0.0, 1.0),  # cost per step; above 1 it outweighs any accuracy
     "reward.ce": live(0.0, 10.0),  # cross-entropy weight
     "reward.norm_limit": live(1.0, 100.0),  # norm ratio to the init; below 1 every net would be penalised
-    # GRPO: iterations, passes per batch, grouping, loss normalisation, held-out set and seed are set at launch
+    # GRPO: iterations, passes per batch, grouping, loss normalisation, reward and held-out samples and seed are set
+    # at launch
     "grpo.iters": RESTART, "grpo.mu": RESTART, "grpo.group_mode": RESTART, "grpo.std_norm": RESTART,
-    "grpo.loss_norm": RESTART, "grpo.eval_inits": RESTART, "grpo.heldout_frac": RESTART, "grpo.seed": RESTART,
+    "grpo.loss_norm": RESTART, "grpo.eval_inits": RESTART, "grpo.reward_split": RESTART, "grpo.heldout_frac": RESTART,
+    "grpo.seed": RESTART,
     "grpo.inits": live(1, 1024),  # prompts per iteration
     "grpo.group": live(2, 256),  # rollouts per prompt; one rollout has no group-relative advantage
     "grpo.k_max": live(1, 16),  # longest rollout

@@ -1,6 +1,7 @@
-"""The GRPO loop: fresh random inits as prompts, groups of stochastic denoising rollouts as completions,
-real validation accuracy as reward, PPO-clipped group-relative policy gradient, KL to the frozen supervised
-model and the supervised denoising loss kept as an auxiliary term. Rollouts are discarded after each update.
+"""The GRPO loop: fresh random inits as prompts, groups of stochastic denoising rollouts as completions, real
+accuracy as reward (train and val samples, never the held-out ones or test), PPO-clipped group-relative policy
+gradient, KL to the frozen supervised model and the supervised denoising loss kept as an auxiliary term. Rollouts
+are discarded after each update.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from synthnet.weights import stack_states
 from synthnet.zoo import Recipe, train_many
 
 TRAIN_SEED_BASE = 1_000_000  # fresh GRPO prompts: seeds from here up (zoo seeds are small, eval seeds 100000+)
-HELDOUT_SEED_BASE = 500_000  # the fixed held-out inits GRPO reports on (val split)
+HELDOUT_SEED_BASE = 500_000  # the fixed held-out inits GRPO reports on (held-out val samples)
 
 
 @dataclass
@@ -129,7 +130,7 @@ def sample_k(inits: int, group: int, cfg, g: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def score(synth: Synthesizer, spec: Spec, start: torch.Tensor, ro: Rollouts, x, y) -> tuple[torch.Tensor, ...]:
-    """Val accuracy (R, K_max + 1) along every rollout (NaN past its K), final CE (R,), norm ratio (R,).
+    """Accuracy on (x, y) (R, K_max + 1) along every rollout (NaN past its K), final CE (R,), norm ratio (R,).
 
     Every state of every rollout goes through the batched evaluator in one call.
     """
@@ -235,16 +236,22 @@ def update_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: 
     return loss, diag
 
 
-def reward_and_heldout_data(data: Dataset, heldout_frac: float) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    """((x, y) the reward scores on, (x, y) the held-out accuracy scores on): the val split cut in two, its last
-    `heldout_frac` kept out of the reward. A policy rewarded on a few hundred samples can learn to fit those very
-    samples; held-out inits scored on the reward's own samples would call that progress."""
+def reward_and_heldout_data(data: Dataset, heldout_frac: float, reward_split: str) -> tuple[tuple, ...]:
+    """((x, y) the reward scores on, (x, y) the held-out accuracy scores on), never sharing a sample: a policy
+    rewarded on a few hundred samples can learn to fit those very samples, and held-out inits scored on them would
+    call that progress. The held-out samples are the last `heldout_frac` of the val split (all of it for
+    reward_split train); the reward scores on the rest of val (val), on the train split (train) or on both."""
     x, y = data.split("val")
+    if reward_split == "train":
+        return (data.x_train, data.y_train), (x, y)
     n_held = round(len(x) * heldout_frac)
     if not 0 < n_held < len(x):
         raise SynthNetError(f"grpo.heldout_frac={heldout_frac:g} leaves {n_held} of the {len(x)} val samples held "
                             "out; it needs at least one on each side")
-    return (x[:-n_held], y[:-n_held]), (x[-n_held:], y[-n_held:])
+    reward_x, reward_y = x[:-n_held], y[:-n_held]
+    if reward_split == "train+val":
+        reward_x, reward_y = torch.cat([data.x_train, reward_x]), torch.cat([data.y_train, reward_y])
+    return (reward_x, reward_y), (x[-n_held:], y[-n_held:])
 
 
 @torch.no_grad()
@@ -286,7 +293,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
     policy = GaussianPolicy(synth, gc.sigma)
     zoos, _ = load_zoo_tokens(cfg, synth.normalizer)
     data = load_dataset(cfg.data.dataset)
-    (x, y), held_out = reward_and_heldout_data(data, gc.heldout_frac)
+    (x, y), held_out = reward_and_heldout_data(data, gc.heldout_frac, gc.reward_split)
     scored_on = (held_out, (x, y), data.split("train"))  # what heldout() scores the held-out inits' outputs on
     spec = zoos[0].spec
     held_seeds = list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + gc.eval_inits))
@@ -338,7 +345,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
             synth.train()
             ro = rollout(policy, spec, start, gc.group, k, g, mine)
             t_roll = time.perf_counter()
-            # ---- reward: every state of our rollouts on the reward's val samples, one evaluator call; gathered ----
+            # ---- reward: every state of our rollouts on the reward's samples, one evaluator call; gathered ----
             acc, ce, growth = score(synth, spec, start[torch.arange(mine.start, mine.stop) // gc.group], ro, x, y)
             reward, terms = rollout_reward(acc, ce, growth, ro.k, cfg.reward)
             reward, acc, terms = gather_rewards(reward, acc, terms, int(k.max()))

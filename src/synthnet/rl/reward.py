@@ -1,4 +1,4 @@
-"""Reward of a rollout from the accuracies along its weight-state sequence (validation split only)."""
+"""Reward of a rollout from the accuracies along its weight-state sequence (on the reward's samples, never test)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ def rollout_reward(acc: torch.Tensor, ce_final: torch.Tensor, norm_ratio: torch.
                    cfg: RewardConfig) -> tuple[torch.Tensor, dict]:
     """Reward per rollout and its terms.
 
-    acc: (R, K_max + 1) val accuracy of the init (column 0) and after each step, NaN past the rollout's K;
-    ce_final: (R,) val cross-entropy of the final state; norm_ratio: (R,) final/initial weight norm;
+    acc: (R, K_max + 1) accuracy of the init (column 0) and after each step, NaN past the rollout's K;
+    ce_final: (R,) cross-entropy of the final state; norm_ratio: (R,) final/initial weight norm;
     k: (R,) steps taken. reward = alpha*final + beta*sum(gains+) - gamma*(regressions + blow-up) - lam*K - ce*CE.
     """
     final = acc.gather(1, k[:, None]).squeeze(1)
