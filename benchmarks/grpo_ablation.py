@@ -1,11 +1,12 @@
 """GRPO ablations and throughput, each variant a short real GRPO run from the same supervised model.
 
-Variants (each differs from the default config by one setting): group mode steps / both, no std division
-(Dr. GRPO advantages), KL beta 0, the auxiliary denoising loss on (default off), fixed K = k_max. For each it
-prints the held-out mean-policy val accuracy (best K) before, at the end and at its best evaluation, against the
-teachers' on the same inits and samples; the throughput split into rollout, reward and update time; the mean
-policy's accuracy on the reward's own samples and on train, before and after (a policy that learns the reward's
-samples gains there, not on held-out).
+Variants (each differs from the default config by one setting): group mode steps / both, no std division (Dr. GRPO
+advantages), KL beta 0, the auxiliary denoising loss on (default off), fixed K = k_max, the reward scored on val
+alone or on train alone (default: train + val; with train alone the held-out accuracy is on the whole val split, not
+its last third). For each it prints the held-out mean-policy val accuracy (best K) before, at the end and at its
+best evaluation, against the teachers' on the same inits and samples; the throughput split into rollout, reward and
+update time; the mean policy's accuracy on the reward's own samples and on train, before and after (a policy that
+learns the reward's samples gains there, not on held-out).
 Figures only: nothing is asserted. Run:
   .venv/bin/python benchmarks/grpo_ablation.py --model RUN [--out runs/ablation] [--iters 30] [key=value ...]
 """
@@ -23,7 +24,8 @@ from synthnet.synthesize import load_synthesizer
 
 VARIANTS = {"default": [], "group_mode=steps": ["grpo.group_mode=steps"], "group_mode=both": ["grpo.group_mode=both"],
             "std_norm=off": ["grpo.std_norm=false"], "kl_beta=0": ["grpo.kl_beta=0"],
-            "aux_weight=0.5": ["grpo.aux_weight=0.5"], "k_dist=fixed": ["grpo.k_dist=fixed"]}
+            "aux_weight=0.5": ["grpo.aux_weight=0.5"], "k_dist=fixed": ["grpo.k_dist=fixed"],
+            "reward_split=val": ["grpo.reward_split=val"], "reward_split=train": ["grpo.reward_split=train"]}
 
 
 def summarise(run: Path) -> dict:
