@@ -229,7 +229,7 @@ def demo(
     preset: str = typer.Option("demo", help="config preset: tiny | demo | headline | paper"),
     overrides: Optional[list[str]] = OVERRIDES,
 ):
-    """zoo -> supervised stage -> GRPO -> eval on unseen seeds, with an HTML report (digits, ~10 min on 2 cores)."""
+    """zoo -> supervised stage -> GRPO -> eval on unseen seeds, with an HTML report (digits, 3-5 min on 2 cores)."""
     import json
 
     from synthnet.config import compose
