@@ -1,6 +1,6 @@
 """Throughput of the batched evaluator and of batched zoo training, each against a bare baseline in the same run.
 
-1. synthnet.evaluate.evaluate on N weight sets of mlp:64-32-10 over the digits val split, vs the same forward written
+1. synthnet.scoring.evaluate on N weight sets of mlp:64-32-10 over the digits val split, vs the same forward written
    as bare baddbmm on pre-stacked tensors (same FLOPs, no functional_call / vmap / dict plumbing).
 2. synthnet.zoo.train_many (many networks at once) vs a plain one-network-at-a-time PyTorch loop of the teacher recipe.
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from synthnet.data import load_dataset
-from synthnet.evaluate import evaluate
+from synthnet.scoring import evaluate
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states
 from synthnet.zoo import Recipe, train_many

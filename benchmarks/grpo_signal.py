@@ -7,7 +7,7 @@ its cosine with the exact gradient of the reward's smooth part (-cross-entropy o
 sqrt(G / (G + d)), what G samples of a linear reward would give, and 1/sqrt(d), a random direction in the d weight
 dimensions; and its cosine with the train split's cross-entropy gradient, the teacher's own objective. Figures only:
 nothing is asserted. Run:
-  .venv/bin/python benchmarks/grpo_signal.py --model RUN [--inits 32] [--groups 8,32,128] [reward.ce=3 ...]
+  .venv/bin/python benchmarks/grpo_signal.py --model RUN [--inits 32] [--groups 8,32,128] [reward.ce_weight=3 ...]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from synthnet.config import compose, rl_base
 from synthnet.data import load_dataset
-from synthnet.evaluate import evaluate, logits
+from synthnet.scoring import evaluate, logits
 from synthnet.rl.advantage import group_advantages
 from synthnet.rl.grpo import inits, reward_and_heldout_data
 from synthnet.rl.policy import GaussianPolicy

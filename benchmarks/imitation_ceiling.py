@@ -16,7 +16,7 @@ from pathlib import Path
 
 from synthnet.data import load_dataset
 from synthnet.eval.novelty import aligned_distance, nearest
-from synthnet.evaluate import evaluate
+from synthnet.scoring import evaluate
 from synthnet.synthesize import load_synthesizer
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states

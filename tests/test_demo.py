@@ -9,7 +9,7 @@ from synthnet.demo import headline_rows, run_demo
 
 def test_demo_runs_every_stage_and_reuses_finished_parts(tmp_path):
     cfg = compose("tiny", [f"zoo.path={tmp_path / 'zoo'}", f"data.arch={TINY_ARCH}", "zoo.seeds=0:8",
-                           "zoo.epochs=2", "train.val_seeds=2"])
+                           "zoo.epochs=2", "train.val_runs=2"])
     ev = run_demo(cfg, tmp_path / "demo")
     res = json.loads((ev / "results.json").read_text())
     assert res["model"]["run"].endswith("grpo") and res["seeds"] == list(range(100000, 100004))

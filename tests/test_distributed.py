@@ -14,7 +14,7 @@ import torch
 
 from conftest import TINY_ARCH, tiny_cfg
 from synthnet.config import compose, rl_base
-from synthnet.orchestrate.patches import parse_rule
+from synthnet.patches import parse_rule
 from synthnet.rl.grpo import grpo, inits, rollout
 from synthnet.rl.policy import GaussianPolicy
 from synthnet.synthesize import load_synthesizer
@@ -23,7 +23,7 @@ from synthnet.train import train
 VOLATILE = ("steps_per_s", "rollout_steps_per_s", "time_")  # wall-clock figures
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # what torchrun gives each rank; also spares a shared CPU
 # `synthnet grpo` takes grpo.* from the defaults, not from the tiny run: these keep its rollouts tiny
-SMALL_GRPO = ["grpo.k_max=2", "grpo.eval_inits=4", "grpo.mu=1"]
+SMALL_GRPO = ["grpo.k_max=2", "grpo.eval_inits=4", "grpo.passes=1"]
 LOOSE = ("adv_", "loss")  # GRPO figures that cancel to ~0: compared to 1e-3 absolute
 
 

@@ -12,10 +12,11 @@ from conftest import tiny_cfg
 from synthnet.config import Config, compose, rl_base
 from synthnet.data import load_dataset
 from synthnet.errors import SynthNetError
-from synthnet.orchestrate.patches import list_patches, request_patch, request_rollback
+from synthnet.patches import list_patches, request_patch, request_rollback
 from synthnet.rl.advantage import group_advantages
-from synthnet.rl.grpo import (HELDOUT_SEED_BASE, grpo, inits, norm_ratio, policy_loss, reward_and_heldout_data, rollout,
-                              teacher_heldout_acc)
+from synthnet.rl.grpo import grpo, inits, norm_ratio, policy_loss, reward_and_heldout_data, rollout
+from synthnet.scoring import evaluate
+from synthnet.seeds import HELDOUT_BASE
 from synthnet.rl.policy import GaussianPolicy
 from synthnet.synthesize import load_synthesizer
 from synthnet.targets import parse_spec
@@ -65,7 +66,7 @@ def test_reward_rises_on_a_toy_target(tiny_run):
     """Toy reward = mean weight value of the one-step output: GRPO must push the policy mean up."""
     synth, policy, spec, start = _setup(tiny_run, sigma=0.1)
     mask = layout(spec).mask.float()
-    cfg = tiny_cfg(tiny_run, "grpo.kl_beta=0", "grpo.mu=2").grpo
+    cfg = tiny_cfg(tiny_run, "grpo.kl_beta=0", "grpo.passes=2").grpo
     opt = torch.optim.Adam(synth.denoiser.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     k = torch.ones(8, dtype=torch.long)
@@ -75,7 +76,7 @@ def test_reward_rises_on_a_toy_target(tiny_run):
         r = (ro.actions * mask).sum(dim=(1, 2)) / mask.sum()
         rewards.append(r.mean().item())
         adv = group_advantages(r.view(2, 4)).flatten()[ro.rollout]
-        for _ in range(cfg.mu):
+        for _ in range(cfg.passes):
             loss, _ = policy_loss(policy, ro.inputs, spec, ro, adv, cfg)  # kl_beta=0: the reference is unused
             opt.zero_grad()
             loss.backward()
@@ -86,9 +87,10 @@ def test_reward_rises_on_a_toy_target(tiny_run):
 def test_norm_limit_below_the_models_own_outputs_is_warned(tiny_run, tmp_path, capsys):
     """A stale reward.norm_limit under the outputs' norm ratio makes the blow-up penalty swamp accuracy: say so."""
     synth, _, spec, _ = _setup(tiny_run)
-    held = inits(spec, list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + 4)))
+    held = inits(spec, list(range(HELDOUT_BASE, HELDOUT_BASE + 4)))
     ratio = norm_ratio(synth.outputs(spec, held, 2)[-1], held).mean().item()
-    for limit, warned in ((0.5 * ratio, True), (2 * ratio, False)):
+    assert 0.9 * ratio >= 1.0  # reward.norm_limit takes values from 1 up
+    for limit, warned in ((0.9 * ratio, True), (2 * ratio, False)):
         cfg = compose(None, ["grpo.iters=1", "grpo.k_max=2", "grpo.eval_inits=4", "grpo.inits=2", "grpo.group=2",
                              f"reward.norm_limit={limit}"], base=rl_base(synth.cfg))
         grpo(cfg, tiny_run, tmp_path / str(warned))
@@ -135,12 +137,31 @@ def test_grpo_loop_logs_diagnostics_and_resumes_exactly(tiny_run, tmp_path):
         assert rows[2][key] == max(rows[2][f"{key}/k{k}"] for k in range(1, cfg.grpo.k_max + 1))
     data = load_dataset(cfg.data.dataset)
     _, held = reward_and_heldout_data(data, cfg.grpo.heldout_frac, cfg.grpo.reward_split)
-    seeds = list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + cfg.grpo.eval_inits))
-    untrained = teacher_heldout_acc(parse_spec(cfg.data.arch), seeds, data, held, epochs=0)  # the inits themselves
+    seeds = list(range(HELDOUT_BASE, HELDOUT_BASE + cfg.grpo.eval_inits))
+    spec = parse_spec(cfg.data.arch)
+    untrained = evaluate(spec, inits(spec, seeds), *held).acc.mean().item()  # the inits themselves
     assert rows[0]["heldout_teacher_acc"] > untrained + 0.3 and "heldout_teacher_acc" not in rows[2]
     grpo(cfg, tiny_run, split, stop_after=3)
     grpo(cfg, tiny_run, split)
     assert _rows(split) == rows
+
+
+def test_prompt_seeds_are_never_reused_across_a_live_patch_and_a_resume(tiny_run, tmp_path):
+    """Fewer prompts per iteration after a patch, and a kill + resume between: every prompt seed stays new, and the
+    model's record (what `synthnet eval` refuses) holds exactly the prompts drawn."""
+    cfg = compose(None, ["grpo.iters=5", "grpo.eval_every=2", "grpo.inits=3"], base=load_synthesizer(tiny_run).cfg)
+    out = tmp_path / "run"
+    grpo(cfg, tiny_run, out, stop_after=2)  # killed after iteration 2 (latest.pt at 2)
+    request_patch(out, ["grpo.inits=2"])
+    grpo(cfg, tiny_run, out)
+    spans = [r["prompt_seeds"] for r in _rows(out)[1:]]
+    assert [b - a for a, b in spans] == [3, 3, 2, 2, 2]
+    drawn = [s for a, b in spans for s in range(a, b)]
+    assert len(set(drawn)) == len(drawn)
+    record = load_synthesizer(out, "final").seeds
+    assert record["grpo_prompts"] == [[min(drawn), max(drawn) + 1]] and len(drawn) == max(drawn) + 1 - min(drawn)
+    assert record["grpo_heldout"] == [[HELDOUT_BASE, HELDOUT_BASE + cfg.grpo.eval_inits]]
+    assert record["zoo"] == load_synthesizer(tiny_run).seeds["zoo"]
 
 
 def _wait_for(run, predicate, timeout=120):
@@ -167,16 +188,16 @@ def test_patch_a_running_grpo_run_then_roll_back(tiny_run, tmp_path):
         with pytest.raises(SynthNetError, match="grpo.lr"):
             request_patch(out, ["grpo.lr=5"])  # out of range
         assert not list(out.glob("patches/inbox/*")), "a refused patch wrote a request"
-        request_patch(out, ["grpo.lr=1e-4", "reward.alpha=0.5"])
+        request_patch(out, ["grpo.lr=1e-4", "reward.acc_weight=0.5"])
         row = _wait_for(out, lambda r: r.get("patch_id") == 1)
-        assert row["lr"] == 1e-4 and row["reward.alpha"] == 0.5
+        assert row["lr"] == 1e-4 and row["reward.acc_weight"] == 0.5
         before = _wait_for(out, lambda r: r["step"] < row["step"] and r["step"] >= 1)
-        assert before["lr"] == 2e-5 and before["reward.alpha"] == 1.0 and before["patch_id"] == 0
+        assert before["lr"] == 2e-5 and before["reward.acc_weight"] == 1.0 and before["patch_id"] == 0
         request_rollback(out)
         back = _wait_for(out, lambda r: r["step"] > row["step"] and r["lr"] == 2e-5)
-        assert back["reward.alpha"] == 1.0
+        assert back["reward.acc_weight"] == 1.0
         history = list_patches(out)
-        assert {h["key"] for h in history if h["status"] == "rolled_back"} == {"grpo.lr", "reward.alpha"}
+        assert {h["key"] for h in history if h["status"] == "rolled_back"} == {"grpo.lr", "reward.acc_weight"}
     finally:
         proc.kill()
         proc.wait()

@@ -47,7 +47,7 @@ def test_absent_members_are_ignored():
 def test_reward_terms_on_hand_made_rollouts():
     # rollout 0: 0.1 -> 0.8 -> 0.9 (K=2); rollout 1: 0.1 -> 0.9 -> 0.7 -> 0.95 (K=3)
     acc = torch.tensor([[0.1, 0.8, 0.9, NAN], [0.1, 0.9, 0.7, 0.95]])
-    cfg = RewardConfig(alpha=1.0, beta=0.5, gamma=2.0, lam=0.01, ce=0.1, norm_limit=3.0)
+    cfg = RewardConfig(acc_weight=1.0, gain_weight=0.5, penalty_weight=2.0, step_cost=0.01, ce_weight=0.1, norm_limit=3.0)
     reward, t = rollout_reward(acc, torch.tensor([0.3, 0.2]), torch.tensor([2.0, 4.0]), torch.tensor([2, 3]), cfg)
     torch.testing.assert_close(t["final_acc"], torch.tensor([0.9, 0.95]))
     torch.testing.assert_close(t["gains"], torch.tensor([0.8, 0.8 + 0.25]))

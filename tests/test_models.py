@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from synthnet.config import ModelConfig
+from synthnet.config import CHOICES, ModelConfig, compose
 from synthnet.errors import SynthNetError
-from synthnet.models import SIZES, build_denoiser, size_overrides
+from synthnet.models import DENOISERS, SIZES, build_denoiser
 from synthnet.models.moe import FeedForward, merge_stats
 from synthnet.targets import parse_spec
 from synthnet.tokens import layout, to_tokens
@@ -172,12 +172,17 @@ def test_each_model_overfits_one_batch(name, experts):
 
 
 def test_registry_names_and_errors():
+    """Every named size is reachable as model.size=NAME and builds; choices come from the registries."""
     spec = parse_spec("mlp:64-16-10")
     for name in SIZES:
-        model = build_denoiser(ModelConfig(**size_overrides(name)), spec)
+        cfg = compose(None, [f"model.size={name}"])
+        assert all(getattr(cfg.model, k) == v for k, v in SIZES[name].items())
+        model = build_denoiser(cfg.model, spec)
         assert sum(p.numel() for p in model.parameters()) > 0
+    assert compose(None, ["model.size=set-B", "model.dim=48"]).model.dim == 48  # an explicit key wins
+    assert CHOICES["model.name"] == tuple(DENOISERS)
     with pytest.raises(SynthNetError, match="set-S"):
-        size_overrides("set-XL")
+        compose(None, ["model.size=set-XL"])
     with pytest.raises(SynthNetError, match="flat-mlp, set, perceiver"):
         build_denoiser(ModelConfig(name="resnet"), spec)
     with pytest.raises(SynthNetError, match="experts"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from synthnet.eval import novelty as nv
-from synthnet.evaluate import logits
+from synthnet.scoring import logits
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states
 

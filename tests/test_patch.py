@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from synthnet.config import CHOICES, Config, compose, presets, to_yaml
+from synthnet.config import CHOICES, KNOBS, LIVE, Config, compose, presets, to_yaml
 from synthnet.errors import SynthNetError
-from synthnet.orchestrate.patches import (KNOBS, LIVE, LivePatches, Rule, check_value, list_patches, parse_rule,
-                                          request_patch, request_rollback)
+from synthnet.patches import LivePatches, Rule, check_value, list_patches, parse_rule, request_patch, request_rollback
 from synthnet.runlog import RunLog, load_checkpoint, save_checkpoint
 
 LIVE_EXPECTED = {
-    *(f"reward.{k}" for k in ("alpha", "beta", "gamma", "lam", "ce", "norm_limit")),
+    *(f"reward.{k}" for k in ("acc_weight", "gain_weight", "penalty_weight", "step_cost", "ce_weight", "norm_limit")),
     *(f"grpo.{k}" for k in ("group", "inits", "k_max", "k_dist", "kl_beta", "eps_low", "eps_high", "lr", "sigma",
                             "aux_weight", "eval_every", "adv_clip", "grad_clip")),
     *(f"train.{k}" for k in ("lr", "grad_clip", "p_unroll", "func_weight", "label_weight", "label_smoothing",
@@ -90,16 +89,16 @@ def test_patch_apply_converts_values_assigns_increasing_ids_and_logs_history(run
     cfg = compose()
     lp = LivePatches(run, cfg)
     assert lp.apply(0) == 0
-    first = request_patch(run, ["grpo.lr=1e-4", "reward.alpha=0.8"])
-    assert first["set"] == {"grpo.lr": 1e-4, "reward.alpha": 0.8}
+    first = request_patch(run, ["grpo.lr=1e-4", "reward.acc_weight=0.8"])
+    assert first["set"] == {"grpo.lr": 1e-4, "reward.acc_weight": 0.8}
     assert cfg.grpo.lr == compose().grpo.lr  # nothing changes before the next step boundary
-    assert lp.apply(1) == 1 and (cfg.grpo.lr, cfg.reward.alpha) == (1e-4, 0.8)
+    assert lp.apply(1) == 1 and (cfg.grpo.lr, cfg.reward.acc_weight) == (1e-4, 0.8)
     request_patch(run, ["grpo.group=16"])
     assert lp.apply(2) == 2 and cfg.grpo.group == 16 and isinstance(cfg.grpo.group, int)
     assert lp.apply(3) == 2
     assert [(r["id"], r["step"], r["key"], r["old"], r["new"], r["status"], r["source"]) for r in list_patches(run)] \
         == [(1, 1, "grpo.lr", compose().grpo.lr, 1e-4, "applied", "user"),
-            (1, 1, "reward.alpha", compose().reward.alpha, 0.8, "applied", "user"),
+            (1, 1, "reward.acc_weight", compose().reward.acc_weight, 0.8, "applied", "user"),
             (2, 2, "grpo.group", compose().grpo.group, 16, "applied", "user")]
     assert not list((run / "patches" / "inbox").iterdir()) and len(list((run / "patches" / "done").iterdir())) == 2
 
@@ -124,17 +123,17 @@ def test_patch_ramp_moves_linearly_and_ends_exactly_at_the_target(run):
 
 def test_patch_rollback_restores_previous_values_and_ends_the_ramp(run):
     cfg = compose()
-    lr0, alpha0 = cfg.grpo.lr, cfg.reward.alpha
+    lr0, weight0 = cfg.grpo.lr, cfg.reward.acc_weight
     lp = LivePatches(run, cfg)
     request_patch(run, ["grpo.lr=1e-4"])
     lp.apply(0)
-    request_patch(run, ["grpo.lr=1e-3", "reward.alpha=0.5"], ramp=10)
+    request_patch(run, ["grpo.lr=1e-3", "reward.acc_weight=0.5"], ramp=10)
     lp.apply(1)
     lp.apply(2)
     mid = cfg.grpo.lr
     assert 1e-4 < mid < 1e-3
     request_rollback(run)
-    assert lp.apply(3) == 1 and (cfg.grpo.lr, cfg.reward.alpha) == (1e-4, alpha0)
+    assert lp.apply(3) == 1 and (cfg.grpo.lr, cfg.reward.acc_weight) == (1e-4, weight0)
     assert lp.apply(4) == 1 and cfg.grpo.lr == 1e-4  # the ramp does not resume
     request_rollback(run)
     assert lp.apply(5) == 0 and cfg.grpo.lr == lr0
@@ -174,7 +173,7 @@ def drive(run: Path, lp: LivePatches, cfg, steps, submit: dict, trace: list, sna
     snapshot = None
     for step in steps:
         submit.pop(step, lambda: None)()
-        trace.append((step, lp.apply(step), cfg.grpo.lr, cfg.grpo.group, cfg.reward.alpha))
+        trace.append((step, lp.apply(step), cfg.grpo.lr, cfg.grpo.group, cfg.reward.acc_weight))
         if step == snapshot_at:
             save_checkpoint(run / "latest.pt", {"patches": lp.state_dict()})
             snapshot = load_checkpoint(run / "latest.pt")["patches"]  # torch.load(weights_only=True)
@@ -183,7 +182,7 @@ def drive(run: Path, lp: LivePatches, cfg, steps, submit: dict, trace: list, sna
 
 def submissions(run: Path) -> dict:
     return {1: lambda: request_patch(run, ["grpo.lr=1e-3"], ramp=6),
-            5: lambda: (request_patch(run, ["grpo.group=16", "reward.alpha=0.5"], ramp=2),
+            5: lambda: (request_patch(run, ["grpo.group=16", "reward.acc_weight=0.5"], ramp=2),
                         (run / "patches" / "inbox" / "x.json").write_text('{"kind": "patch", "set": {"a.b": 1}}')),
             8: lambda: request_rollback(run)}
 
@@ -263,7 +262,7 @@ def wait_for(cond, what: str, timeout: float = 10.0) -> None:
 def test_patch_a_running_loop_sees_patches_and_rollback_at_step_boundaries(tmp_path):
     cfg, stop, errors = compose(), threading.Event(), []
     log = RunLog(tmp_path, cfg)
-    defaults = (cfg.grpo.lr, cfg.reward.alpha)
+    defaults = (cfg.grpo.lr, cfg.reward.acc_weight)
 
     def loop():
         try:
@@ -272,7 +271,7 @@ def test_patch_a_running_loop_sees_patches_and_rollback_at_step_boundaries(tmp_p
                 patch_id = patches.apply(step)
                 time.sleep(0.002)  # the step's work reads cfg
                 step += 1
-                log.log(step, {"patch_id": patch_id, "lr": cfg.grpo.lr, "alpha": cfg.reward.alpha})
+                log.log(step, {"patch_id": patch_id, "lr": cfg.grpo.lr, "acc_weight": cfg.reward.acc_weight})
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 
@@ -281,7 +280,7 @@ def test_patch_a_running_loop_sees_patches_and_rollback_at_step_boundaries(tmp_p
     try:
         metrics = tmp_path / "metrics.jsonl"
         wait_for(lambda: len(read_rows(metrics)) >= 3, "the loop to start")
-        request_patch(tmp_path, ["grpo.lr=1e-4", "reward.alpha=0.8"])
+        request_patch(tmp_path, ["grpo.lr=1e-4", "reward.acc_weight=0.8"])
         wait_for(lambda: any(r["patch_id"] == 1 for r in read_rows(metrics)), "the patch")
         with pytest.raises(SynthNetError, match="restart-only"):
             request_patch(tmp_path, ["grpo.lr=1e-3", "model.depth=2"])
@@ -297,7 +296,7 @@ def test_patch_a_running_loop_sees_patches_and_rollback_at_step_boundaries(tmp_p
     ids = [r["patch_id"] for r in rows]
     first, last = ids.index(1), len(ids) - ids[::-1].index(1) - 1
     assert first > 0 and set(ids[first:last + 1]) == {1} and set(ids[:first]) == set(ids[last + 1:]) == {0}
-    assert all((r["lr"], r["alpha"]) == ((1e-4, 0.8) if r["patch_id"] else defaults) for r in rows)
+    assert all((r["lr"], r["acc_weight"]) == ((1e-4, 0.8) if r["patch_id"] else defaults) for r in rows)
     assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))
     assert [(r["key"], r["status"]) for r in list_patches(tmp_path)] == [("grpo.lr", "rolled_back"),
-                                                                          ("reward.alpha", "rolled_back")]
+                                                                          ("reward.acc_weight", "rolled_back")]

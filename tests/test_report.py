@@ -1,5 +1,6 @@
 """`synthnet eval` on a tiny model: results.json schema, report structure, and the report in headless Chromium."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -13,7 +14,10 @@ from conftest import TINY_ARCH
 from synthnet.errors import SynthNetError
 from synthnet.eval.report import PLOTS, SECTIONS
 from synthnet.eval.run import evaluate_model, time_to_reach
+from synthnet.data import load_dataset
 from synthnet.synthesize import load_synthesizer
+from synthnet.targets import parse_spec
+from synthnet.zoo import Recipe, train_many
 
 SEEDS = list(range(100000, 100005))
 K_MAX = 2
@@ -78,7 +82,40 @@ def test_results_json_schema(evaluated, tiny_zoo):
     assert set(agg) == set(sections)
     acc = [r["synthnet"]["best_acc"] for r in on_disk["per_seed"]]
     assert agg["synthnet"]["stats"]["best_acc"]["mean"] == pytest.approx(sum(acc) / len(acc))
-    assert agg["novelty"]["pass"] == (agg["novelty"]["stats"]["ratio_ckpt"]["mean"] < agg["novelty"]["threshold"])
+    nov = agg["novelty"]
+    assert on_disk["schema"] == 2 and on_disk["k_chosen_on"] == "val" and len(on_disk["val_acc_by_k"]) == K_MAX
+    assert on_disk["best_k"] == 1 + on_disk["val_acc_by_k"].index(max(on_disk["val_acc_by_k"]))
+    assert nov["stats"]["teacher_d_ckpt"]["mean"] > 0
+    assert nov["copy_ratio"] == pytest.approx(nov["stats"]["d_ckpt"]["mean"] / nov["stats"]["teacher_d_ckpt"]["mean"],
+                                              rel=1e-5)
+    assert nov["derived"] == (nov["stats"]["ratio_ckpt"]["mean"] <= nov["ratio_threshold"] == 0.85)
+    assert nov["not_copy"] == (nov["copy_ratio"] >= nov["copy_threshold"] == 0.85)
+    assert nov["pass"] == (nov["derived"] and nov["not_copy"])
+
+
+class SplitFitter:
+    """A stand-in synthesizer whose K=1 output is a net trained on the val split and K=2 output one trained on the
+    test split: val and test then disagree on the best K."""
+
+    identity = {"run": "split-fitter"}
+    seeds: dict = {}
+
+    def __init__(self, spec, seeds):
+        data = load_dataset("digits")
+        on = lambda split: dataclasses.replace(data, x_train=data.split(split)[0], y_train=data.split(split)[1])  # noqa: E731
+        self.nets = [train_many(spec, seeds, on(split), Recipe(epochs=80)) for split in ("val", "test")]
+
+    def run(self, spec, params, k):
+        return [self.nets[k - 1]] * k
+
+
+def test_k_is_chosen_on_val_when_val_and_test_disagree(tiny_zoo, tmp_path):
+    spec = parse_spec(TINY_ARCH)
+    res = evaluate_model(SplitFitter(spec, SEEDS), tiny_zoo, "digits", TINY_ARCH, SEEDS, 2, tmp_path)
+    test_acc = res["aggregate"]["synthnet"]["stats"]["acc"]["mean"]
+    assert res["val_acc_by_k"][0] > res["val_acc_by_k"][1] and test_acc[1] > test_acc[0]  # they disagree
+    assert res["best_k"] == 1 and res["k_chosen_on"] == "val"
+    assert res["aggregate"]["synthnet"]["stats"]["best_acc"]["mean"] == pytest.approx(test_acc[0])
 
 
 def test_report_is_self_contained_with_every_section_and_plot(evaluated):
@@ -129,6 +166,19 @@ def test_eval_cli_refuses_zoo_seeds_with_one_line(tiny_zoo, tiny_run, tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "error: eval seeds [3, 4, 5] are zoo seeds; evaluate on seeds the zoo never used"]
     assert not (tmp_path / "e").exists()
-    with pytest.raises(SynthNetError, match="GRPO's range"):
-        evaluate_model(load_synthesizer(tiny_run), tiny_zoo, "digits", TINY_ARCH, [100000, 500001], 1, tmp_path / "e")
+    synth = load_synthesizer(tiny_run)
+    with pytest.raises(SynthNetError, match="probe 300000:300512"):
+        evaluate_model(synth, tiny_zoo, "digits", TINY_ARCH, [100000, 300001], 1, tmp_path / "e")
+    synth.seeds = {**synth.seeds, "grpo_heldout": [[500000, 500064]]}
+    with pytest.raises(SynthNetError, match="grpo_heldout 500000:500064"):
+        evaluate_model(synth, tiny_zoo, "digits", TINY_ARCH, [100000, 500001], 1, tmp_path / "e")
     assert not (tmp_path / "e").exists()
+
+
+def test_eval_cli_takes_seeds_no_model_used(tiny_zoo, tiny_run, tmp_path):
+    """Seeds far above every range of the model's record (and GRPO's old blanket range) are accepted."""
+    r = subprocess.run([sys.executable, "-m", "synthnet", "eval", "--model", str(tiny_run), "--zoo", str(tiny_zoo),
+                        "--arch", TINY_ARCH, "--seeds", "600000:600003", "--k-max", "1", "--out", str(tmp_path / "e")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "e" / "results.json").read_text())["seeds"] == [600000, 600001, 600002]

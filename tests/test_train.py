@@ -13,7 +13,8 @@ from synthnet.data import load_dataset
 from synthnet.errors import SynthNetError
 from synthnet.synthesize import epoch_level, level_epoch, load_synthesizer, schedule
 from synthnet.targets import build_module, init_state, parse_spec
-from synthnet.train import denoise_loss, train
+from synthnet.denoising import denoise_loss
+from synthnet.train import train
 from synthnet.weights import save_weights
 
 VOLATILE = {"steps_per_s"}

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from synthnet.cli import app
 from synthnet.data import load_dataset
 from synthnet.errors import SynthNetError
-from synthnet.evaluate import evaluate
+from synthnet.scoring import evaluate
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import load_weights, save_weights
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from synthnet.data import load_dataset
 from synthnet.errors import SynthNetError
-from synthnet.evaluate import evaluate
+from synthnet.scoring import evaluate
 from synthnet.targets import build_module, init_state, parse_spec
 from synthnet.weights import load_weights, stack_states
 from synthnet.zoo import MANIFEST, Recipe, build_zoo, load_zoo, parse_seeds, read_manifest, summarize, train_many

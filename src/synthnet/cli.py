@@ -129,7 +129,7 @@ def train(
 ):
     """Supervised denoising stage on a zoo: writes config.yaml, metrics.jsonl, tb/, latest/best/final.pt."""
     from synthnet.config import compose, to_yaml
-    from synthnet.orchestrate.patches import parse_rule
+    from synthnet.patches import parse_rule
     from synthnet.train import train as run_train
 
     cfg = compose(preset, [*(overrides or []), *([f"zoo.path={zoo}"] if zoo else [])])
@@ -152,7 +152,7 @@ def grpo(
     defaults, then --preset, then key=value overrides.
     """
     from synthnet.config import compose, rl_base, to_yaml
-    from synthnet.orchestrate.patches import parse_rule
+    from synthnet.patches import parse_rule
     from synthnet.rl.grpo import grpo as run_grpo
     from synthnet.synthesize import load_synthesizer
 
@@ -168,7 +168,8 @@ def synthesize(
     model: Path = typer.Option(..., help="run directory of a trained model (supervised or GRPO)"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="output file (one input)"),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="output directory (keeps input file names)"),
-    steps: int = typer.Option(2, help="denoising steps K"),
+    steps: Optional[int] = typer.Option(None, help="denoising steps K (default: the model's val-best K, recorded "
+                                        "in its run)"),
     arch: Optional[str] = typer.Option(None, help="spec for inputs without synthnet.arch metadata"),
 ):
     """Weights in, weights out: synthesize trained weights from random inits. Opens no dataset."""
@@ -176,7 +177,7 @@ def synthesize(
 
     rows = synthesize_files(inputs, model, steps, out, out_dir, arch)
     for r in rows:
-        console.print(f"{r['input']} -> {r['output']}  ({r['arch']}, {1000 * r['seconds']:.1f} ms)")
+        console.print(f"{r['input']} -> {r['output']}  ({r['arch']}, K={r['steps']}, {1000 * r['seconds']:.1f} ms)")
 
 
 @command
@@ -188,7 +189,7 @@ def patch(
     show: bool = typer.Option(False, "--list", help="print the patch history"),
 ):
     """Change live config keys of a run at its next step boundary, roll the latest patch back, or list them."""
-    from synthnet.orchestrate.patches import list_patches, request_patch, request_rollback
+    from synthnet.patches import list_patches, request_patch, request_rollback
 
     if bool(assignments) + rollback + show != 1:
         raise SynthNetError("give key=value pairs, or --rollback, or --list (one of them)")
@@ -269,12 +270,12 @@ def print_headline(out: Path) -> None:
     """The status line of an eval directory and where its report is."""
     import json
 
-    from synthnet.eval.report import headline
+    from synthnet.eval.report import headline, novelty_line
 
     h = headline(json.loads((out / "results.json").read_text()))
-    console.print(f"SynthNet K={h['k']}: test acc {h['synth_acc']:.4f} vs teacher {h['teacher_acc']:.4f}; "
-                  f"beats its teacher on {100 * h['beats']:.0f}% of seeds; novelty ratio {h['ratio']:.3f} "
-                  f"({'pass' if h['pass'] else 'FAIL'}, < {h['threshold']})")
+    console.print(f"SynthNet K={h['k']} (chosen on val): test acc {h['synth_acc']:.4f} vs teacher "
+                  f"{h['teacher_acc']:.4f}; beats its teacher on {100 * h['beats']:.0f}% of seeds")
+    console.print(novelty_line(h))
     console.print(f"report: {out / 'report.html'}")
 
 

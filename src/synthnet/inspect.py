@@ -7,7 +7,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from synthnet.data import load_dataset
-from synthnet.evaluate import evaluate
+from synthnet.scoring import evaluate
 from synthnet.weights import load_weights
 
 DTYPE_NAMES = {"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16"}  # the floats load accepts

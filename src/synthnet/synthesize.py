@@ -17,6 +17,7 @@ from torch import nn
 from synthnet.config import Config, from_yaml, to_yaml
 from synthnet.errors import SynthNetError
 from synthnet.models import build_denoiser
+from synthnet.seeds import Record
 from synthnet.targets import Spec, parse_spec
 from synthnet.tokens import Normalizer, from_tokens, layout, to_tokens
 from synthnet.weights import load_weights, save_weights, stack_states
@@ -48,6 +49,8 @@ class Synthesizer(nn.Module):
         self.denoiser = build_denoiser(cfg.model, spec)
         self.run_dir: str = ""
         self.trained_steps = 0
+        self.best_k = 1  # the K with the best held-out val accuracy at the last validation: synthesize's default
+        self.seeds: Record = {}  # every seed range the model has used (seeds.py); `synthnet eval` refuses them
 
     def encode(self, spec: Spec, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """key -> (B, *shape) weights -> (B, N, F) normalised tokens."""
@@ -99,7 +102,8 @@ class Synthesizer(nn.Module):
     def checkpoint(self) -> dict:
         """Everything needed to rebuild this synthesizer (tensors and strings only: weights_only-loadable)."""
         return {"config": to_yaml(self.cfg), "spec": str(self.spec), "model": self.denoiser.state_dict(),
-                "normalizer": self.normalizer.state_dict(), "trained_steps": self.trained_steps}
+                "normalizer": self.normalizer.state_dict(), "trained_steps": self.trained_steps,
+                "best_k": self.best_k, "seeds": self.seeds}
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, run_dir: str, source: str) -> "Synthesizer":
@@ -108,6 +112,7 @@ class Synthesizer(nn.Module):
         synth = cls(cfg, parse_spec(ckpt["spec"]), Normalizer.from_state_dict(ckpt["normalizer"]))
         synth.denoiser.load_state_dict(ckpt["model"])
         synth.run_dir, synth.trained_steps = run_dir, int(ckpt["trained_steps"])
+        synth.best_k, synth.seeds = int(ckpt["best_k"]), ckpt["seeds"]
         return synth.eval()
 
 
@@ -131,15 +136,17 @@ def _inputs(paths: list[Path]) -> list[Path]:
     return files
 
 
-def synthesize_files(inputs: list[Path], run: Path, steps: int, out: Path | None = None,
+def synthesize_files(inputs: list[Path], run: Path, steps: int | None = None, out: Path | None = None,
                      out_dir: Path | None = None, arch: str | None = None) -> list[dict]:
-    """Synthesize every input file (grouped by arch, one batch each); returns per-file rows with timing."""
+    """Synthesize every input file (grouped by arch, one batch each) with `steps` denoising steps (default: the
+    model's val-best K); returns per-file rows with timing."""
     files = _inputs(inputs)
     if (out is None) == (out_dir is None):
         raise SynthNetError("give exactly one of -o OUT (one input) or --out-dir DIR")
     if out is not None and len(files) != 1:
         raise SynthNetError(f"-o takes one input, got {len(files)}; use --out-dir for many")
     synth = load_synthesizer(run)
+    steps = synth.best_k if steps is None else steps
     loaded = [(f, *load_weights(f, arch)[:2]) for f in files]
     rows = []
     for spec_text in sorted({str(s) for _, _, s in loaded}):
@@ -152,5 +159,6 @@ def synthesize_files(inputs: list[Path], run: Path, steps: int, out: Path | None
             target = out if out is not None else Path(out_dir) / f.name
             save_weights(target, {k: v[i] for k, v in final.items()}, spec, model_run=str(run), steps=steps,
                          source=f.name, synth=synth.identity)
-            rows.append({"input": str(f), "output": str(target), "arch": spec_text, "seconds": per_file})
+            rows.append({"input": str(f), "output": str(target), "arch": spec_text, "seconds": per_file,
+                         "steps": steps})
     return rows

@@ -1,161 +1,26 @@
-"""Supervised denoising stage: learn one-shot jumps and short chains from real training runs.
-
-Each step draws either (a) pairs W_i -> W_j (i < j, variable gaps, the input perturbed by a small centred
-Gaussian) or (b) a K-step chain from W_0 run on the model's own outputs, every step supervised by the zoo
-checkpoint at its noise level (so later steps learn to refine what earlier steps produce). Loss = MSE in
-normalised token space + a functional term: KL of the synthesized network's outputs to the target network's
-on train inputs + optionally the (label-smoothed) cross-entropy of synthesized final states on those inputs'
-train labels.
-Validation = real accuracy of networks synthesized from held-out zoo seeds' inits.
+"""Supervised denoising stage: learn one-shot jumps and short chains from real training runs (the objective is
+denoising.py). Validation = real accuracy of networks synthesized from held-out zoo seeds' inits.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from synthnet.config import Config, TrainConfig, to_yaml
+from synthnet.config import Config
 from synthnet.data import Dataset, load_dataset
-from synthnet.distributed import (broadcast_config, check_replicas, finish, init, is_main, mean_over_ranks, replicate,
-                                  require_multiple, shard)
-from synthnet.errors import SynthNetError
-from synthnet.evaluate import evaluate, logits
-from synthnet.orchestrate.patches import LIVE, LivePatches, Rule
-from synthnet.progress import progress
-from synthnet.runlog import RunLog, load_checkpoint, restore_training_state, save_training_state
-from synthnet.synthesize import Synthesizer, epoch_level, level_epoch, schedule
-from synthnet.tokens import Normalizer, to_tokens
-from synthnet.targets import Spec
-from synthnet.zoo import load_zoo
-
-
-@dataclass
-class ZooTokens:
-    """One arch of the zoo in the denoiser's space, split into training and held-out runs."""
-
-    spec: Spec
-    tokens: torch.Tensor  # (R, E + 1, N, F) normalised tokens of the training runs
-    init_std: torch.Tensor  # (N, F) std of the W_0 tokens (scale of input perturbations)
-    val_init: dict[str, torch.Tensor]  # key -> (V, *shape) inits of held-out runs
-
-    @property
-    def epochs(self) -> int:
-        return self.tokens.shape[1] - 1
-
-
-def load_zoo_tokens(cfg: Config, normalizer: Normalizer | None = None) -> tuple[list[ZooTokens], Normalizer]:
-    """Read every arch of the run's zoo, hold out its last seeds, fit the normaliser on training finals
-    (unless one is given)."""
-    archs = [a for a in cfg.data.arch.split(",") if a]
-    zoos = [load_zoo(Path(cfg.zoo.path), a) for a in archs]
-    v = cfg.train.val_seeds
-    for z in zoos:
-        if len(z.seeds) <= v:
-            raise SynthNetError(f"zoo {cfg.zoo.path} has {len(z.seeds)} runs of {z.spec}; need more than "
-                                f"train.val_seeds={v}")
-    if normalizer is None:
-        normalizer = Normalizer.fit(zoos[0].spec, {k: t[:-v, -1] for k, t in zoos[0].params.items()})
-    out = []
-    for z in zoos:
-        runs, n_ep = len(z.seeds) - v, next(iter(z.params.values())).shape[1]
-        flat = {k: t[:runs].flatten(0, 1) for k, t in z.params.items()}
-        tok = normalizer.normalize(z.spec, to_tokens(z.spec, flat))
-        tok = tok.view(runs, n_ep, *tok.shape[1:])
-        out.append(ZooTokens(z.spec, tok, tok[:, 0].std(0), {k: t[runs:, 0] for k, t in z.params.items()}))
-    return out, normalizer
-
-
-def sample_pairs(zt: ZooTokens, batch: int, frac: float, cfg, g: torch.Generator):
-    """(src (B,N,F), tgt (B,N,F), level_in (B,), level_out (B,), run (B,), epoch_out (B,)) with i < j.
-
-    Sources are W_0 half of the time; targets are the final checkpoint with probability p_final. The gap
-    schedule caps the level gap at a value ramping with training progress `frac` in [0, 1].
-    """
-    e = zt.epochs
-    run = torch.randint(len(zt.tokens), (batch,), generator=g)
-    i = torch.where(torch.rand(batch, generator=g) < 0.5, 0, torch.randint(1, e, (batch,), generator=g))
-    j_any = i + 1 + (torch.rand(batch, generator=g) * (e - i)).long().clamp(max=e - i - 1)
-    j = torch.where(torch.rand(batch, generator=g) < cfg.p_final, torch.full_like(i, e), j_any)
-    cap = {"mixed": 1.0, "easy_to_hard": 0.25 + 0.75 * frac, "hard_to_easy": 1.0 - 0.75 * frac}[cfg.gap]
-    lo_level = (epoch_level(i, e) - cap).clamp(min=0.0)
-    j = torch.minimum(j, level_epoch(lo_level, e).floor().long().clamp(min=1)).maximum(i + 1)
-    return zt.tokens[run, i], zt.tokens[run, j], epoch_level(i, e), epoch_level(j, e), run, j
-
-
-def perturb(tokens: torch.Tensor, init_std: torch.Tensor, step: int, cfg, g: torch.Generator) -> torch.Tensor:
-    """Centred Gaussian noise, sigma log-uniform in [perturb_min, perturb_max] x init scale, ramped in."""
-    b = tokens.shape[0]
-    u = torch.rand(b, 1, 1, generator=g)
-    sigma = torch.exp(math.log(cfg.perturb_min) + u * (math.log(cfg.perturb_max) - math.log(cfg.perturb_min)))
-    ramp = min(1.0, step / max(cfg.perturb_ramp, 1))
-    noise = torch.randn(tokens.shape, generator=g)
-    noise = noise - noise.mean(dim=(1, 2), keepdim=True)
-    return tokens + ramp * sigma * init_std * noise
-
-
-def denoise_loss(synth: Synthesizer, spec: Spec, pred: torch.Tensor, tgt: torch.Tensor, x: torch.Tensor,
-                 y: torch.Tensor, final: torch.Tensor, t: TrainConfig) -> tuple[torch.Tensor, dict]:
-    """MSE in token space + func_weight * KL(target net || synthesized net) on train inputs x (S, features)
-    + label_weight * cross-entropy (label_smoothing) on their labels y (S,) of the rows of pred that are final
-    states (final (B,)), averaged over all B rows."""
-    mse = (pred - tgt).pow(2).mean()
-    loss, parts = mse, {"mse": mse.item()}
-    if t.func_weight > 0 or t.label_weight > 0:
-        lp = logits(spec, synth.decode(spec, pred), x).log_softmax(-1)  # (B, S, C)
-    if t.func_weight > 0:
-        lt = logits(spec, synth.decode(spec, tgt), x).log_softmax(-1)
-        kl = (lt.exp() * (lt - lp)).sum(-1).mean()
-        loss, parts["kl"] = loss + t.func_weight * kl, kl.item()
-    if t.label_weight > 0:  # a mean over all B rows (0 for non-final ones): a torchrun shard's share is exact
-        ce_rows = nn.functional.cross_entropy(lp.transpose(1, 2), y.expand(len(lp), -1), reduction="none",
-                                              label_smoothing=t.label_smoothing).mean(1)
-        ce = (ce_rows * final).mean()
-        loss, parts["label_ce"] = loss + t.label_weight * ce, ce.item()
-    return loss, parts
-
-
-def train_batch(data: Dataset, g: torch.Generator, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x (size, features), y (size,)): train-split samples the functional and label losses score on."""
-    idx = torch.randint(len(data.x_train), (size,), generator=g)
-    return data.x_train[idx], data.y_train[idx]
-
-
-def chain_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor,
-                y: torch.Tensor):
-    """A K-step chain from perturbed W_0 on the model's own outputs; each step vs the zoo at its level.
-    Under torchrun every rank draws the whole batch and runs its share."""
-    t = cfg.train
-    k = int(torch.randint(1, t.k_max + 1, (1,), generator=g))
-    run = torch.randint(len(zt.tokens), (t.batch,), generator=g)
-    start = perturb(zt.tokens[run, 0], zt.init_std, step, t, g)
-    run = shard(run)
-    states, total = synth.chain(zt.spec, shard(start), k)
-    epochs = level_epoch(schedule(k)[1:], zt.epochs).round().long()
-    parts = {}
-    for s, ep in zip(states, epochs):
-        final = torch.full((len(run),), bool(ep == zt.epochs))
-        loss, parts = denoise_loss(synth, zt.spec, s, zt.tokens[run, ep], x, y, final, t)
-        total = total + loss / k
-    return total, {**parts, "k": k}
-
-
-def pair_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor,
-               y: torch.Tensor):
-    """Pairs W_i -> W_j; under torchrun every rank draws the whole batch and runs its share."""
-    t = cfg.train
-    src, tgt, l_in, l_out, _, j = sample_pairs(zt, t.batch, step / t.steps, t, g)
-    src = perturb(src, zt.init_std, step, t, g)
-    src, tgt, l_in, l_out, j = shard(src), shard(tgt), shard(l_in), shard(l_out), shard(j)
-    pred, aux = synth.step(zt.spec, src, l_in, l_out)
-    loss, parts = denoise_loss(synth, zt.spec, pred, tgt, x, y, j == zt.epochs, t)
-    parts.update({f"expert_util/{i}": u.item() for i, u in enumerate(aux["expert_util"])})
-    return loss + synth.moe_penalty(aux), {**parts, "k": 0}
+from synthnet.denoising import ZooTokens, chain_batch, load_zoo_tokens, pair_batch, train_batch
+from synthnet.distributed import mean_over_ranks, require_multiple
+from synthnet.patches import Rule
+from synthnet.runlog import Run
+from synthnet.scoring import evaluate
+from synthnet.seeds import supervised_record
+from synthnet.synthesize import Synthesizer
 
 
 @torch.no_grad()
@@ -183,87 +48,45 @@ def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence
     """Run (or exactly resume) the supervised stage into run directory `out`; returns the final synthesizer.
 
     stop_after: end after this many steps without writing `final` (tests use it to simulate a kill).
-    rules: self-tuning rules applied as live patches.
-    Under torchrun (WORLD_SIZE > 1) each rank runs its share of every batch in DDP; rank 0 alone writes the run
-    directory and reads the patch inbox, and every rank applies its live values at the same step boundary.
+    rules: self-tuning rules applied as live patches. Under torchrun each rank runs its share of every batch (DDP).
     """
-    out = Path(out)
     t = cfg.train
-    init()
-    main = is_main()
     require_multiple("train.batch", t.batch)
     # ---- set-up: zoo tokens, model, optimiser, RNG; resume if a checkpoint is there ----
     zoos, normalizer = load_zoo_tokens(cfg)
     data = load_dataset(cfg.data.dataset)
     torch.manual_seed(t.seed)
     synth = Synthesizer(cfg, zoos[0].spec, normalizer)
-    synth.run_dir = str(out)
+    synth.run_dir, synth.seeds = str(out), supervised_record([s for z in zoos for s in z.seeds])
     opt = torch.optim.AdamW(synth.denoiser.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     g = torch.Generator().manual_seed(t.seed)
-    ckpt = load_checkpoint(out / "latest.pt") if (out / "latest.pt").is_file() else {}
-    # rank 0 reads the patch inbox; every rank takes its live values (saved patched ones) before the config check
-    patches = LivePatches(out, cfg, rules, ckpt.get("patches")) if main else None
-    broadcast_config(cfg, LIVE)
-    step, best = 0, -1.0
-    if ckpt:
-        if ckpt["synth"]["config"] != to_yaml(cfg):
-            raise SynthNetError(f"{out} holds a run with another config; resume with the same one or use a new --out")
-        step, best = restore_training_state(ckpt, synth, opt, g)
-    replica = replicate(synth, sparse=cfg.model.experts >= 2)
-    if main:
-        log = RunLog(out, cfg)
-        log.truncate_after(step)
+    run = Run(out, cfg, synth, opt, g, rules)
+    if run.main:
         n_params = sum(p.numel() for p in synth.denoiser.parameters())
         print(f"denoiser {cfg.model.name}: {n_params:,} parameters; zoo archs {[str(z.spec) for z in zoos]}, "
               f"{[len(z.tokens) for z in zoos]} training runs, tokens per network {[z.tokens.shape[2] for z in zoos]}")
-
-    def checkpoint(name: str) -> None:
-        save_training_state(out / f"{name}.pt", synth, opt, g, step, best, patches)
-
-    end = t.steps if stop_after is None else min(t.steps, stop_after)
     t0 = time.perf_counter()
-    with progress(show=main) as bar:
-        task = bar.add_task("supervised", total=t.steps, completed=step)
-        while step < end:
-            # ---- batch: pairs or a chain on the model's own outputs ----
-            patch_id = patches.apply(step) if main else 0  # live patches take effect here, at the step boundary,
-            broadcast_config(cfg, LIVE)  # on every rank
-            for group in opt.param_groups:
-                group["lr"] = t.lr * lr_factor(step, t)
-            zt = zoos[int(torch.randint(len(zoos), (1,), generator=g))]
-            x, y = train_batch(data, g)
-            make = chain_batch if torch.rand(1, generator=g).item() < t.p_unroll else pair_batch
-            synth.train()
-            loss, parts = replica(make, synth, zt, step, cfg, g, x, y)  # DDP: gradients averaged over ranks
-            # ---- update ----
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(synth.denoiser.parameters(), t.grad_clip).item()
-            opt.step()
-            step += 1
-            row = mean_over_ranks({"loss": loss.item(), **parts, "grad_norm": grad_norm,
-                                   "lr": opt.param_groups[0]["lr"], "patch_id": patch_id})
-            if not main:
-                continue
-            # ---- validation, self-tuning rules, metrics, checkpoints (rank 0) ----
-            validating = step % t.val_every == 0 or step == t.steps
-            if validating:
-                row.update(validate(synth, zoos, data, t.k_max))
-            patches.observe(step, row)
-            if validating:
-                row["steps_per_s"] = step / (time.perf_counter() - t0)
-            log.log(step, row)  # before the checkpoint: a resume from this step must find its row
-            if validating:
-                if row["val_acc"] > best:
-                    best = row["val_acc"]
-                    checkpoint("best")
-                checkpoint("latest")
-                bar.update(task, description=f"supervised val_acc {row['val_acc']:.3f} (k={row['val_best_k']})")
-            bar.advance(task)
-    check_replicas(synth)
-    if main:
-        if step >= t.steps:
-            checkpoint("final")
-        log.close()
-    finish()
+    for step in run.steps(t.steps, stop_after, "supervised"):
+        # ---- batch: pairs or a chain on the model's own outputs ----
+        for group in opt.param_groups:
+            group["lr"] = t.lr * lr_factor(step, t)
+        zt = zoos[int(torch.randint(len(zoos), (1,), generator=g))]
+        x, y = train_batch(data, g)
+        make = chain_batch if torch.rand(1, generator=g).item() < t.p_unroll else pair_batch
+        synth.train()
+        loss, parts = run.replica(make, synth, zt, step, cfg, g, x, y)  # DDP: gradients averaged over ranks
+        # ---- update ----
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(synth.denoiser.parameters(), t.grad_clip).item()
+        opt.step()
+        row = mean_over_ranks({"loss": loss.item(), **parts, "grad_norm": grad_norm,
+                               "lr": opt.param_groups[0]["lr"]})
+        # ---- validation (rank 0): real accuracy of synthesized held-out inits ----
+        validating = run.main and ((step + 1) % t.val_every == 0 or step + 1 == t.steps)
+        if validating:
+            row.update(validate(synth, zoos, data, t.k_max), steps_per_s=(step + 1) / (time.perf_counter() - t0))
+            synth.best_k = row["val_best_k"]
+        run.end_step(row, row["val_acc"] if validating else None,
+                     f"supervised val_acc {row.get('val_acc', 0):.3f} (k={row.get('val_best_k')})")
     return synth

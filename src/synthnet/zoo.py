@@ -22,7 +22,7 @@ from torch import nn
 
 from synthnet.data import Dataset, load_dataset
 from synthnet.errors import SynthNetError
-from synthnet.evaluate import evaluate, logits_per_set
+from synthnet.scoring import evaluate, logits_per_set
 from synthnet.progress import progress
 from synthnet.targets import Spec, init_state, parse_spec
 from synthnet.weights import load_weights, read_metadata, save_weights, stack_states
@@ -38,6 +38,11 @@ class Recipe:
     epochs: int = 30  # passes over the train split
     lr: float = 3e-3  # Adam learning rate
     batch: int = 32  # minibatch size; the last partial batch is kept
+
+
+def recipe(zoo_cfg) -> Recipe:
+    """The teacher recipe a zoo config (config.ZooConfig) names."""
+    return Recipe(zoo_cfg.epochs, zoo_cfg.lr, zoo_cfg.batch)
 
 
 def parse_seeds(text: str) -> list[int]:

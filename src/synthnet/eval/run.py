@@ -1,25 +1,27 @@
 """`synthnet eval`: SynthNet against its teacher, zoo baselines, memorisation checks, robustness and speed.
 
-For every eval seed (never a zoo seed) the default random init is built, then six sections are measured on the
-test split. Wall-clock figures are per network: a batch of N networks is timed and divided by N, for the teacher
+For every eval seed (never a seed the model used: its record, seeds.py) the default random init is built, then six
+sections are measured on the test split. K is chosen on the val split of the same seeds (the K with the highest
+mean val accuracy); test is read only to report, so nothing here is selected on it. Wall-clock figures are per network: a batch of N networks is timed and divided by N, for the teacher
 (training only, evaluation excluded) and for synthesis alike, in the same process.
 
-results.json (schema 1; keys are stable, figures are floats unless stated):
-  schema: 1;  model / flat_model: the synthesizers' `identity` dicts (flat_model null when not given)
+results.json (schema 2; keys are stable, figures are floats unless stated):
+  schema: 2;  model / flat_model: the synthesizers' `identity` dicts (flat_model null when not given)
   zoo: {path, arch, runs (int), epochs (int), manifest_sha256};  dataset, arch: str;  seeds: [int]
-  k_max, best_k: int (best_k = the K with the highest mean SynthNet accuracy; novelty, baselines, robustness
-  and speed use it);  recipe: {epochs, lr, batch} (the teacher recipe, epochs taken from the zoo)
+  k_max, best_k: int (best_k = the K with the highest mean SynthNet val accuracy; novelty, baselines, robustness
+  and speed use it);  k_chosen_on: "val";  val_acc_by_k: [k_max] mean val accuracy of SynthNet per K;  recipe: {epochs, lr, batch} (the teacher recipe, epochs taken from the zoo)
   seconds: {phase: wall-clock seconds of that phase of this evaluation}
   A figure that is infinite or undefined is null (e.g. nearest_init_copy's ratio_final: its d_final is 0).
   per_seed: [{seed: int, teacher, synthnet, baselines, novelty, robustness, speed}], one per seed, where
     teacher:    acc, loss, seconds: [epochs + 1] per epoch (seconds: cumulative training time); final_acc
-    synthnet:   acc, loss, seconds: [k_max] (index K-1: a K-step synthesis); chain_acc: {"K": [K] accuracy
+    synthnet:   acc, loss, seconds, val_acc: [k_max] (index K-1: a K-step synthesis; acc and loss on test, val_acc
+                on val); chain_acc: {"K": [K] accuracy
                 after each step of the K-step synthesis}; best_acc; margin (best_acc - teacher final_acc);
                 beats_teacher (1.0 when margin > 0, else 0.0)
     baselines:  {name: {acc, loss, d_teacher, d_final, ratio_final}} for nearest_init_copy, finals_average,
                 finals_gaussian, final_noise_<scale> (see baselines.py) and flat_mlp when a flat model is given
     novelty:    d_teacher (aligned distance to its own teacher), d_ckpt (to the nearest zoo checkpoint, any
-                epoch), ckpt_run, ckpt_epoch (int: zoo seed and epoch of it), d_final, final_run (int; nearest
+                epoch), teacher_d_ckpt (the same for its teacher), ckpt_run, ckpt_epoch (int: zoo seed and epoch), d_final, final_run (int; nearest
                 zoo final), ratio_ckpt = d_teacher / d_ckpt, ratio_final = d_teacher / d_final, final_vs_zoo =
                 d_final / mean zoo-vs-zoo leave-one-out nearest-final distance, iou_teacher (error IoU with
                 its teacher), iou_zoo_max (highest error IoU with any zoo final), iou_synth_mean (mean error IoU
@@ -32,7 +34,10 @@ results.json (schema 1; keys are stable, figures are floats unless stated):
   aggregate: {section: {stats: the per-seed tree with every float leaf replaced by {mean, std, min, max} over
     seeds (lists element-wise; integer leaves are identifiers and are left out), plus section-level figures}}:
     teacher: epochs, seconds_per_net;  synthnet: best_k, beats_teacher_frac;  baselines: flat_mlp_k (when
-    given);  novelty: threshold (0.6), pass (mean ratio_ckpt < threshold), zoo_loo_distance and zoo_loo_iou
+    given, chosen on val too);  novelty: the verdict of ../shared/SYNTHNET.md's two-part criterion: derived
+    (mean ratio_ckpt <= ratio_threshold, 0.85: derived from its own init), copy_ratio (mean d_ckpt / mean
+    teacher_d_ckpt) and not_copy (copy_ratio >= copy_threshold, 0.85: no closer to the zoo than a conventionally
+    trained net), pass (both); zoo_loo_distance and zoo_loo_iou
     ({mean, std, min, max} over zoo finals of the nearest other final's distance / the highest error IoU with
     another final), pairwise_iou_synth, pairwise_iou_teacher (mean over pairs), ensemble_synth_acc,
     ensemble_teacher_acc (average softmax);  speed: the per-seed figures computed on the mean curves
@@ -56,15 +61,16 @@ from synthnet.eval import report
 from synthnet.eval.baselines import finals, zoo_baselines
 from synthnet.eval.novelty import (Params, aligned_distance, ensemble_accuracy, error_iou, flat, mean_off_diagonal,
                                    nearest, pairwise_iou)
-from synthnet.evaluate import evaluate, logits
+from synthnet.scoring import evaluate, logits
 from synthnet.progress import progress
-from synthnet.rl.grpo import HELDOUT_SEED_BASE
+from synthnet.seeds import Record, clashes
 from synthnet.targets import Spec, init_state, parse_spec
 from synthnet.weights import atomic_write_text, save_weights, stack_states
 from synthnet.zoo import MANIFEST, Recipe, ZooTensors, load_zoo, train_many
 
-SCHEMA = 1
-THRESHOLD = 0.6  # novelty pass: mean d_teacher / d_ckpt below this (issue 4)
+SCHEMA = 2
+RATIO_THRESHOLD = 0.85  # derived from its init: mean d_teacher / d_ckpt at most this
+COPY_THRESHOLD = 0.85  # not a copy: mean d_ckpt at least this x the teachers' own mean d_ckpt
 SIGMAS = (1e-3, 1e-2, 1e-1)  # robustness: init perturbation std, x each tensor's init std
 SCHEMES = ("kaiming_normal", "xavier_uniform", "xavier_normal")  # robustness: init schemes not trained on
 PHASES = ("teacher", "synthnet", "baselines", "novelty", "robustness", "report")
@@ -120,8 +126,10 @@ def _teacher(spec: Spec, seeds: list[int], data: Dataset, recipe: Recipe) -> tup
     return (tree, {"epochs": recipe.epochs, "seconds_per_net": secs[-1]}), final
 
 
-def _synth_runs(synth, spec: Spec, inits: Params, k_max: int, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, list]:
-    """Synthesize with K = 1..k_max steps: per-seed tree (acc, loss, seconds, chain_acc) and the K final states."""
+def _synth_runs(synth, spec: Spec, inits: Params, k_max: int, data: Dataset) -> tuple[dict, list]:
+    """Synthesize with K = 1..k_max steps: per-seed tree (acc, loss, seconds, chain_acc on test; val_acc) and the K
+    final states."""
+    x, y = data.split("test")
     n = next(iter(inits.values())).shape[0]
     rows, states, chain = [], [], {}
     for k in range(1, k_max + 1):
@@ -130,14 +138,16 @@ def _synth_runs(synth, spec: Spec, inits: Params, k_max: int, x: torch.Tensor, y
         seconds = (time.perf_counter() - t0) / n
         scores = [evaluate(spec, s, x, y) for s in run]
         chain[str(k)] = torch.stack([s.acc for s in scores], 1)
-        rows.append((scores[-1].acc, scores[-1].loss, torch.full((n,), seconds)))
+        val = evaluate(spec, run[-1], *data.split("val")).acc
+        rows.append((scores[-1].acc, scores[-1].loss, torch.full((n,), seconds), val))
         states.append(run[-1])
-    acc, loss, secs = (torch.stack(c, 1) for c in zip(*rows))
-    return {"acc": acc, "loss": loss, "seconds": secs, "chain_acc": chain}, states
+    acc, loss, secs, val_acc = (torch.stack(c, 1) for c in zip(*rows))
+    return {"acc": acc, "loss": loss, "seconds": secs, "val_acc": val_acc, "chain_acc": chain}, states
 
 
 def _best_k(tree: dict) -> int:
-    return int(tree["acc"].mean(0).argmax()) + 1
+    """The K with the highest mean val accuracy (never chosen on test)."""
+    return int(tree["val_acc"].mean(0).argmax()) + 1
 
 
 def _synthnet(tree: dict, teacher_acc: torch.Tensor) -> Section:
@@ -193,8 +203,13 @@ def _novelty(spec: Spec, zoo: ZooTensors, synth: Params, teachers: Params, x: to
             "final_vs_zoo": dist["d_final"] / loo.mean(), "iou_teacher": error_iou(pred_s, pred_t, y),
             "iou_zoo_max": error_iou(pred_s[:, None], pred_z[None], y).amax(1),
             "iou_synth_mean": (synth_iou.sum(1) - synth_iou.diagonal()) / (n - 1)}
+    tree["teacher_d_ckpt"], _ = nearest(spec, teachers, ckpts)
     ratio = float(tree["ratio_ckpt"].mean())
-    extras = {"threshold": THRESHOLD, "pass": ratio < THRESHOLD, "zoo_loo_distance": _summary(loo),
+    copy_ratio = float(d_ckpt.mean() / tree["teacher_d_ckpt"].mean())
+    derived, not_copy = ratio <= RATIO_THRESHOLD, copy_ratio >= COPY_THRESHOLD
+    extras = {"ratio_threshold": RATIO_THRESHOLD, "derived": derived, "copy_ratio": copy_ratio,
+              "copy_threshold": COPY_THRESHOLD, "not_copy": not_copy, "pass": derived and not_copy,
+              "zoo_loo_distance": _summary(loo),
               "zoo_loo_iou": _summary(zoo_iou), "pairwise_iou_synth": mean_off_diagonal(synth_iou),
               "pairwise_iou_teacher": mean_off_diagonal(pairwise_iou(pred_t, y)),
               "ensemble_synth_acc": ensemble_accuracy(logits(spec, synth, x), y),
@@ -280,7 +295,8 @@ class _Phases:
         return out
 
 
-def _check(seeds: list[int], zoo: ZooTensors, k_max: int) -> None:
+def _check(seeds: list[int], zoo: ZooTensors, k_max: int, used: list[Record]) -> None:
+    """Refuse seeds a model used (their records) or the zoo holds, naming the range."""
     if len(seeds) < 2:
         raise SynthNetError(f"evaluation needs at least 2 seeds (pairwise diversity, ensembles), got {len(seeds)}")
     if k_max < 1:
@@ -289,21 +305,22 @@ def _check(seeds: list[int], zoo: ZooTensors, k_max: int) -> None:
     if shared:
         raise SynthNetError(f"eval seeds {shared[:5]}{'...' if len(shared) > 5 else ''} are zoo seeds; "
                             "evaluate on seeds the zoo never used")
-    grpo_seeds = [s for s in seeds if s >= HELDOUT_SEED_BASE]
-    if grpo_seeds:
-        raise SynthNetError(f"eval seeds {grpo_seeds[:5]}{'...' if len(grpo_seeds) > 5 else ''} are in GRPO's "
-                            f"range ({HELDOUT_SEED_BASE} and up); use seeds from 100000 to {HELDOUT_SEED_BASE - 1}")
+    clash = [c for record in used for c in clashes(record, seeds)]
+    if clash:
+        raise SynthNetError(f"eval seeds overlap seeds the model used ({'; '.join(clash)}); evaluate on seeds it "
+                            "never saw")
 
 
 def evaluate_model(synth, zoo_path: Path, dataset: str, spec: Spec | str, seeds: list[int], k_max: int,
                    out_dir: Path, flat_synth=None) -> dict:
     """Run the six sections for every seed; write results.json, the report and the heatmap weights to out_dir.
 
-    synth / flat_synth: objects with run(spec, params (N, *shape), k) -> k states and an `identity` dict.
+    synth / flat_synth: objects with run(spec, params (N, *shape), k) -> k states, an `identity` dict and a `seeds`
+    record (seeds.py).
     """
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     zoo = load_zoo(Path(zoo_path), str(spec))
-    _check(seeds, zoo, k_max)
+    _check(seeds, zoo, k_max, [m.seeds for m in (synth, flat_synth) if m is not None])
     data = load_dataset(dataset)
     x, y = data.split("test")
     recipe = Recipe(epochs=zoo.val_acc.shape[1] - 1)
@@ -311,8 +328,8 @@ def evaluate_model(synth, zoo_path: Path, dataset: str, spec: Spec | str, seeds:
     with progress() as bar:
         phase = _Phases(bar, bar.add_task("eval", total=len(PHASES) + (flat_synth is not None)))
         (teacher, t_extra), teachers = phase("teacher", _teacher, spec, seeds, data, recipe)
-        runs, states = phase("synthnet", _synth_runs, synth, spec, inits, k_max, x, y)
-        flat_runs = phase("flat_mlp", _synth_runs, flat_synth, spec, inits, k_max, x, y) if flat_synth else None
+        runs, states = phase("synthnet", _synth_runs, synth, spec, inits, k_max, data)
+        flat_runs = phase("flat_mlp", _synth_runs, flat_synth, spec, inits, k_max, data) if flat_synth else None
         synthnet = _synthnet(runs, teacher["final_acc"])
         k = synthnet[1]["best_k"]
         sections = {"teacher": (teacher, t_extra), "synthnet": synthnet,
@@ -323,6 +340,7 @@ def evaluate_model(synth, zoo_path: Path, dataset: str, spec: Spec | str, seeds:
         results = {"schema": SCHEMA, "model": synth.identity,
                    "flat_model": flat_synth.identity if flat_synth else None, "zoo": _zoo_identity(zoo_path, zoo),
                    "dataset": dataset, "arch": str(spec), "seeds": list(seeds), "k_max": k_max, "best_k": k,
+                   "k_chosen_on": "val", "val_acc_by_k": runs["val_acc"].mean(0).tolist(),
                    "recipe": {"epochs": recipe.epochs, "lr": recipe.lr, "batch": recipe.batch},
                    "seconds": phase.seconds,
                    "per_seed": [{"seed": s, **{name: _index(tree, i) for name, (tree, _) in sections.items()}}

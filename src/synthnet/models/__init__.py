@@ -7,19 +7,24 @@ weighted by train.moe_z; 0 when dense), 'expert_util' ((E,) fraction of tokens p
 Levels are noise levels (1 = random init, 0 = trained); the caller adds the input when model.predict=delta.
 mask defaults to the layout of the spec the model was built for; pass layout(spec).mask for another width.
 
-Adding a denoiser: one entry in DENOISERS (and CHOICES['model.name'] in config.py); a named size: one entry in SIZES.
+Adding a denoiser: one entry in DENOISERS (model.name's choices derive from it); a named size: one entry in SIZES
+(chosen with model.size=NAME; its fields are the defaults that the preset and key=value overrides change).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
-from synthnet.config import ModelConfig
 from synthnet.errors import SynthNetError
 from synthnet.models.flat_mlp import FlatMLP
 from synthnet.models.perceiver import PerceiverDenoiser
 from synthnet.models.set import SetDenoiser
 from synthnet.targets import Spec
+
+if TYPE_CHECKING:
+    from synthnet.config import ModelConfig
 
 DENOISERS = {"flat-mlp": FlatMLP, "set": SetDenoiser, "perceiver": PerceiverDenoiser}
 
@@ -31,13 +36,6 @@ SIZES: dict[str, dict] = {
                     "experts": 0},
     "flat-mlp": {"name": "flat-mlp", "dim": 512, "depth": 2, "experts": 0},
 }
-
-
-def size_overrides(name: str) -> dict:
-    """ModelConfig field overrides of a named size."""
-    if name not in SIZES:
-        raise SynthNetError(f"unknown denoiser size {name!r}; accepted: {', '.join(SIZES)}")
-    return dict(SIZES[name])
 
 
 def build_denoiser(cfg: ModelConfig, spec: Spec) -> nn.Module:

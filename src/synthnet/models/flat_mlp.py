@@ -3,15 +3,19 @@ neurons, no permutation symmetry), so it only serves the exact spec (N, F) it wa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from synthnet.config import ModelConfig
 from synthnet.errors import SynthNetError
 from synthnet.models.film import LevelEmbedding
 from synthnet.models.moe import merge_stats
 from synthnet.targets import Spec
 from synthnet.tokens import layout
+
+if TYPE_CHECKING:
+    from synthnet.config import ModelConfig
 
 
 class FlatMLP(nn.Module):

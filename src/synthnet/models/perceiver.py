@@ -6,14 +6,18 @@ the latent array keeps the cost linear in the number of tokens.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from synthnet.config import ModelConfig
 from synthnet.models.film import LevelEmbedding
 from synthnet.models.moe import merge_stats
 from synthnet.models.set import Block, TokenIO
 from synthnet.targets import Spec
+
+if TYPE_CHECKING:
+    from synthnet.config import ModelConfig
 
 
 class PerceiverDenoiser(nn.Module):

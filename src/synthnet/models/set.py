@@ -5,15 +5,19 @@ the token embedding / head (`TokenIO`) and the FiLM-conditioned pre-LN attention
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from synthnet.config import ModelConfig
 from synthnet.errors import SynthNetError
 from synthnet.models.film import FiLM, LevelEmbedding
 from synthnet.models.moe import FeedForward, merge_stats
 from synthnet.targets import Spec
 from synthnet.tokens import N_ROLES, layout
+
+if TYPE_CHECKING:
+    from synthnet.config import ModelConfig
 
 
 class TokenIO(nn.Module):

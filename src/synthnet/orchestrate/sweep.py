@@ -27,10 +27,10 @@ from typing import Any, Callable
 
 from omegaconf import OmegaConf
 
-from synthnet.config import CHOICES, Config, compose, from_yaml, rl_base
+from synthnet.config import CHOICES, KNOBS, Config, compose, from_yaml, rl_base
 from synthnet.errors import SynthNetError
 from synthnet.orchestrate.cluster import connect
-from synthnet.orchestrate.patches import KNOBS, check_value, request_patch
+from synthnet.patches import check_value, request_patch
 from synthnet.runlog import load_checkpoint
 from synthnet.weights import atomic_write_text
 from synthnet.zoo import read_manifest

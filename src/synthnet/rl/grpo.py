@@ -20,24 +20,20 @@ from torch.distributions import Normal
 
 from synthnet.config import Config, to_yaml
 from synthnet.data import Dataset, load_dataset
-from synthnet.distributed import (broadcast_config, check_replicas, finish, gather_cat, init, is_main, mean_over_ranks,
-                                  replicate, require_multiple, share, world)
+from synthnet.denoising import ZooTokens, chain_batch, load_zoo_tokens, train_batch
+from synthnet.distributed import gather_cat, mean_over_ranks, require_multiple, share, world
 from synthnet.errors import SynthNetError
-from synthnet.evaluate import evaluate
-from synthnet.orchestrate.patches import LIVE, LivePatches, Rule
-from synthnet.progress import progress
+from synthnet.patches import Rule
 from synthnet.rl.advantage import group_advantages, spread, zero_spread_fraction
 from synthnet.rl.policy import GaussianPolicy
 from synthnet.rl.reward import rollout_reward, step_rewards
-from synthnet.runlog import RunLog, load_checkpoint, restore_training_state, save_training_state
+from synthnet.runlog import Run
+from synthnet.scoring import evaluate
+from synthnet.seeds import HELDOUT_BASE, prompt_seeds
 from synthnet.synthesize import Synthesizer, load_synthesizer
 from synthnet.targets import Spec, init_state
-from synthnet.train import ZooTokens, chain_batch, load_zoo_tokens, train_batch
 from synthnet.weights import stack_states
-from synthnet.zoo import Recipe, train_many
-
-TRAIN_SEED_BASE = 1_000_000  # fresh GRPO prompts: seeds from here up (zoo seeds are small, eval seeds 100000+)
-HELDOUT_SEED_BASE = 500_000  # the fixed held-out inits GRPO reports on (held-out val samples)
+from synthnet.zoo import recipe, train_many
 
 
 @dataclass
@@ -259,151 +255,137 @@ def heldout(spec: Spec, outputs: list[dict[str, torch.Tensor]], held: tuple, rew
     """Accuracy of the mean-policy (inference) outputs Synthesizer.outputs gave for the held-out inits, per K:
     heldout_acc on the val samples the reward never sees (what checkpoints are chosen by); reward_set_acc on the
     reward's own samples and train_acc on the train split, whose gap to heldout_acc shows the policy learning the
-    reward's samples rather than better weights. Each (x, y); the un-suffixed keys are the max over K."""
+    reward's samples rather than better weights. Each (x, y); the un-suffixed keys are the max over K, and
+    heldout_best_k the K of heldout_acc."""
     row = {}
     for name, (x, y) in (("heldout_acc", held), ("reward_set_acc", reward_set), ("train_acc", train)):
-        per_k = {f"{name}/k{k}": evaluate(spec, s, x, y).acc.mean().item() for k, s in enumerate(outputs, 1)}
-        row.update(per_k, **{name: max(per_k.values())})
+        per_k = [evaluate(spec, s, x, y).acc.mean().item() for s in outputs]
+        row.update({f"{name}/k{k}": a for k, a in enumerate(per_k, 1)}, **{name: max(per_k)})
+        row.setdefault("heldout_best_k", 1 + per_k.index(max(per_k)))
     return row
 
 
-def teacher_heldout_acc(spec: Spec, seeds: list[int], data: Dataset, held: tuple, epochs: int) -> float:
-    """Mean accuracy on the held-out samples `held` (x, y) of the teachers (zoo recipe, `epochs`) trained from the
-    held-out inits `seeds`: the line heldout_acc must reach for GRPO to match conventional training."""
-    return evaluate(spec, train_many(spec, seeds, data, Recipe(epochs)), *held).acc.mean().item()
+def start_row(synth: Synthesizer, spec: Spec, held: dict[str, torch.Tensor], held_seeds: list[int],
+              scored_on: tuple, data: Dataset, cfg: Config) -> dict:
+    """Row 0: the supervised model on the held-out inits `held` (seeds `held_seeds`), and the accuracy of those
+    inits' teachers (the zoo recipe) on the held-out samples: the line heldout_acc must reach for GRPO to match
+    conventional training. Warns when the norm-limit penalty would fire on nearly every rollout."""
+    outputs = synth.outputs(spec, held, cfg.grpo.k_max)
+    check_norm_limit(norm_ratio(outputs[-1], held).mean().item(), cfg.reward.norm_limit)
+    row = heldout(spec, outputs, *scored_on)
+    teachers = train_many(spec, held_seeds, data, recipe(cfg.zoo))
+    row["heldout_teacher_acc"] = evaluate(spec, teachers, *scored_on[0]).acc.mean().item()
+    print(f"held-out accuracy at the start {row['heldout_acc']:.4f}; the teachers of those inits: "
+          f"{row['heldout_teacher_acc']:.4f}")
+    synth.best_k = row["heldout_best_k"]
+    return row
+
+
+def update(run: Run, policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollouts, adv: torch.Tensor,
+           k: torch.Tensor, zt: ZooTokens, data: Dataset, cfg: Config, g: torch.Generator, good: tuple) -> tuple:
+    """grpo.passes optimiser steps over the same rollouts (old log-probs kept), each with the auxiliary denoising
+    loss. A non-finite loss or gradient on any rank restores `good` (the last finite weights and optimiser state)
+    and ends the update. Returns (metrics row, the new `good`)."""
+    gc, synth, opt = cfg.grpo, policy.synth, run.opt
+    scale = rank_scale(ro, k, gc.loss_norm)
+    with torch.no_grad():
+        ref_mean, _ = ref.step(spec, ro.inputs, ro.level_in, ro.level_out)  # once for all passes
+    for _ in range(gc.passes):
+        loss, diag = run.replica(update_loss, policy, ref_mean, spec, ro, adv, scale, zt, data, cfg, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # DDP: gradients averaged over ranks
+        grad_norm = nn.utils.clip_grad_norm_(synth.denoiser.parameters(), gc.grad_clip)
+        loss_all = mean_over_ranks({"loss": loss.item()})["loss"]  # every rank takes the same branch
+        finite = math.isfinite(loss_all) and bool(torch.isfinite(grad_norm))
+        if not finite:
+            synth.denoiser.load_state_dict(good[0])
+            opt.load_state_dict(good[1])
+            break
+        opt.step()
+    if finite:
+        good = (copy.deepcopy(synth.denoiser.state_dict()), copy.deepcopy(opt.state_dict()))
+    row = {**mean_over_ranks(diag, weight=len(ro.rollout)), "loss": loss_all, "grad_norm": float(grad_norm),
+           "nan_skip": int(not finite)}  # diagnostics: means over all ranks' steps
+    return row, good
+
+
+def rollout_row(reward: torch.Tensor, terms: dict, k: torch.Tensor, cfg: Config, policy: GaussianPolicy,
+                times: list[float]) -> dict:
+    """Metrics of one iteration's rollouts: reward statistics and terms, live values, throughput and where the time
+    went (times: perf_counter at the start, after rollout, after reward and at the end)."""
+    t0, t_roll, t_reward, t_end = times
+    return {"reward_mean": reward.mean().item(), "reward_std": reward.std().item(),
+            "reward_min": reward.min().item(), "reward_max": reward.max().item(),
+            **{f"{n}_mean": v.mean().item() for n, v in terms.items()}, "sigma": policy.sigma, "lr": cfg.grpo.lr,
+            **{f"reward.{key}": v for key, v in cfg.reward.items()}, "rollout_steps_per_s": int(k.sum()) / (t_end - t0),
+            "time_rollout": t_roll - t0, "time_reward": t_reward - t_roll, "time_update": t_end - t_reward}
 
 
 def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
          rules: Sequence[Rule] = ()) -> Synthesizer:
     """Reinforce the supervised model of `model_run` into run directory `out` (exact resume, live patches).
 
-    Under torchrun (WORLD_SIZE > 1) each rank runs its share of the rollouts and of the update in DDP, rewards are
-    gathered so advantages see whole groups; rank 0 alone writes the run directory and reads the patch inbox.
+    Under torchrun each rank runs its share of the rollouts and of the update (DDP); rewards are gathered so that
+    advantages see whole groups.
     """
-    out, gc = Path(out), cfg.grpo
-    init()
-    main = is_main()
+    gc = cfg.grpo
     require_multiple("train.batch", cfg.train.batch)  # the auxiliary loss's batch
-    # ---- set-up: policy, frozen reference, zoo for the auxiliary loss, fixed held-out inits ----
+    # ---- set-up: policy, frozen reference, zoo for the auxiliary loss, samples, fixed held-out inits ----
     synth = load_synthesizer(model_run, "best")
     if to_yaml(synth.cfg.model) != to_yaml(cfg.model):
         raise SynthNetError(f"model.* keys are structural: {model_run} was trained with other model settings")
     synth.cfg, synth.run_dir = cfg, str(out)
+    synth.seeds = {**synth.seeds, "grpo_heldout": [[HELDOUT_BASE, HELDOUT_BASE + gc.eval_inits]]}
     ref = copy.deepcopy(synth).eval().requires_grad_(False)
     policy = GaussianPolicy(synth, gc.sigma)
     zoos, _ = load_zoo_tokens(cfg, synth.normalizer)
-    data = load_dataset(cfg.data.dataset)
+    spec, data = zoos[0].spec, load_dataset(cfg.data.dataset)
     (x, y), held_out = reward_and_heldout_data(data, gc.heldout_frac, gc.reward_split)
     scored_on = (held_out, (x, y), data.split("train"))  # what heldout() scores the held-out inits' outputs on
-    spec = zoos[0].spec
-    held_seeds = list(range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + gc.eval_inits))
+    held_seeds = list(range(HELDOUT_BASE, HELDOUT_BASE + gc.eval_inits))
     held = inits(spec, held_seeds)
     opt = torch.optim.AdamW(synth.denoiser.parameters(), lr=gc.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(gc.seed)
-    ckpt = load_checkpoint(out / "latest.pt") if (out / "latest.pt").is_file() else {}
-    patches = LivePatches(out, cfg, rules, ckpt.get("patches")) if main else None  # restores patched values, ramps
-    broadcast_config(cfg, LIVE)  # on every rank
-    it, best = 0, -1.0
-    if ckpt:
-        it, best = restore_training_state(ckpt, synth, opt, g)
-    replica = replicate(synth, sparse=cfg.model.experts >= 2)
-
-    def checkpoint(name: str) -> None:
-        save_training_state(out / f"{name}.pt", synth, opt, g, it, best, patches)
-
-    if main:
-        log = RunLog(out, cfg)
-        log.truncate_after(it if ckpt else -1)  # without a checkpoint the run starts over, row 0 included
+    run = Run(out, cfg, synth, opt, g, rules, loop_state={"prompts": 0})  # prompts: seeds drawn so far
+    if run.main:
         print(f"GRPO: {gc.inits} fresh inits x {gc.group} rollouts x K<={gc.k_max} per iteration, "
               f"{gc.iters} iterations, group mode {gc.group_mode}, {world()} rank(s)")
-    if main and it == 0:
-        outputs = synth.outputs(spec, held, gc.k_max)
-        check_norm_limit(norm_ratio(outputs[-1], held).mean().item(), cfg.reward.norm_limit)
-        row = heldout(spec, outputs, *scored_on)
-        row["heldout_teacher_acc"] = teacher_heldout_acc(spec, held_seeds, data, held_out, cfg.zoo.epochs)
-        print(f"held-out accuracy at the start {row['heldout_acc']:.4f}; the teachers of those inits: "
-              f"{row['heldout_teacher_acc']:.4f}")
-        best = row["heldout_acc"]
-        log.log(0, row)
-        checkpoint("best")
+    if run.main and run.step == 0:
+        row = start_row(synth, spec, held, held_seeds, scored_on, data, cfg)
+        run.start(row, row["heldout_acc"])
     good = (copy.deepcopy(synth.denoiser.state_dict()), copy.deepcopy(opt.state_dict()))
-    end = gc.iters if stop_after is None else min(gc.iters, stop_after)
-    with progress(show=main) as bar:
-        task = bar.add_task("grpo", total=gc.iters, completed=it)
-        while it < end:
-            t0 = time.perf_counter()
-            patch_id = patches.apply(it) if main else 0  # live patches take effect here, at the step boundary,
-            broadcast_config(cfg, LIVE)  # on every rank
-            policy.sigma = gc.sigma
-            for group in opt.param_groups:
-                group["lr"] = gc.lr
-            # ---- rollout: B fresh inits x G stochastic sequences, one batch (this rank's share of it) ----
-            seeds = [TRAIN_SEED_BASE + gc.seed * 10**7 + it * gc.inits + i for i in range(gc.inits)]
-            start = synth.encode(spec, inits(spec, seeds))
-            k = sample_k(gc.inits, gc.group, gc, g)
-            mine = share(len(k))
-            synth.train()
-            ro = rollout(policy, spec, start, gc.group, k, g, mine)
-            t_roll = time.perf_counter()
-            # ---- reward: every state of our rollouts on the reward's samples, one evaluator call; gathered ----
-            acc, ce, growth = score(synth, spec, start[torch.arange(mine.start, mine.stop) // gc.group], ro, x, y)
-            reward, terms = rollout_reward(acc, ce, growth, ro.k, cfg.reward)
-            reward, acc, terms = gather_rewards(reward, acc, terms, int(k.max()))
-            t_reward = time.perf_counter()
-            # ---- advantage: over whole groups, then our rollouts' steps ----
-            adv, row = advantages(reward, acc, k, gc.inits, gc)
-            run, _ = step_index(k)
-            adv = adv[(run >= mine.start) & (run < mine.stop)]
-            # ---- update: mu passes over the same rollouts (old log-probs kept) + auxiliary denoising ----
-            scale = rank_scale(ro, k, gc.loss_norm)
-            with torch.no_grad():
-                ref_mean, _ = ref.step(spec, ro.inputs, ro.level_in, ro.level_out)  # once for all mu passes
-            for _ in range(gc.mu):
-                loss, diag = replica(update_loss, policy, ref_mean, spec, ro, adv, scale, zoos[0], data, cfg, g)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # DDP: gradients averaged over ranks
-                grad_norm = nn.utils.clip_grad_norm_(synth.denoiser.parameters(), gc.grad_clip)
-                loss_all = mean_over_ranks({"loss": loss.item()})["loss"]  # every rank takes the same branch
-                if not (math.isfinite(loss_all) and torch.isfinite(grad_norm)):
-                    synth.denoiser.load_state_dict(good[0])
-                    opt.load_state_dict(good[1])
-                    row["nan_skip"] = 1
-                    break
-                opt.step()
-            else:
-                good = (copy.deepcopy(synth.denoiser.state_dict()), copy.deepcopy(opt.state_dict()))
-                row["nan_skip"] = 0
-            it += 1
-            # ---- diagnostics ----
-            diag = mean_over_ranks(diag, weight=len(ro.rollout))  # means over all ranks' steps
-            t_end = time.perf_counter()
-            row.update({"reward_mean": reward.mean().item(), "reward_std": reward.std().item(),
-                        "reward_min": reward.min().item(), "reward_max": reward.max().item(),
-                        **{f"{n}_mean": v.mean().item() for n, v in terms.items()}, **diag,
-                        "loss": loss_all, "grad_norm": float(grad_norm), "sigma": policy.sigma, "lr": gc.lr,
-                        **{f"reward.{k}": v for k, v in cfg.reward.items()},
-                        "rollout_steps_per_s": int(k.sum()) / (t_end - t0),
-                        "time_rollout": t_roll - t0, "time_reward": t_reward - t_roll, "time_update": t_end - t_reward})
-            row["patch_id"] = patch_id
-            if not main:
-                continue
-            # ---- held-out evaluation, self-tuning rules, metrics, checkpoints (rank 0) ----
-            evaluating = it % gc.eval_every == 0 or it == gc.iters
-            if evaluating:
-                row.update(heldout(spec, synth.outputs(spec, held, gc.k_max), *scored_on))
-            patches.observe(it, row)  # self-tuning rules, before the checkpoint so a resume replays them
-            log.log(it, row)  # before the checkpoint: a resume from this iteration must find its row
-            if evaluating:
-                if row["heldout_acc"] > best:
-                    best = row["heldout_acc"]
-                    checkpoint("best")
-                checkpoint("latest")
-                bar.update(task, description=f"grpo heldout {row['heldout_acc']:.3f}")
-            bar.advance(task)
-    check_replicas(synth)
-    if main:
-        if it >= gc.iters:
-            checkpoint("final")
-        log.close()
-    finish()
+    for _ in run.steps(gc.iters, stop_after, "grpo"):
+        t0 = time.perf_counter()
+        policy.sigma = gc.sigma
+        for group in opt.param_groups:
+            group["lr"] = gc.lr
+        # ---- rollout: B fresh inits (never one twice in a run) x G stochastic sequences, this rank's share ----
+        seeds = prompt_seeds(gc.seed, run.state["prompts"], gc.inits)
+        run.state["prompts"] += gc.inits
+        synth.seeds["grpo_prompts"] = [[seeds[-1] + 1 - run.state["prompts"], seeds[-1] + 1]]
+        start = synth.encode(spec, inits(spec, seeds))
+        k = sample_k(gc.inits, gc.group, gc, g)
+        mine = share(len(k))
+        synth.train()
+        ro = rollout(policy, spec, start, gc.group, k, g, mine)
+        t_roll = time.perf_counter()
+        # ---- reward: every state of our rollouts on the reward's samples, one evaluator call; gathered ----
+        acc, ce, growth = score(synth, spec, start[torch.arange(mine.start, mine.stop) // gc.group], ro, x, y)
+        reward, terms = rollout_reward(acc, ce, growth, ro.k, cfg.reward)
+        reward, acc, terms = gather_rewards(reward, acc, terms, int(k.max()))
+        t_reward = time.perf_counter()
+        # ---- advantage: over whole groups, then our rollouts' steps ----
+        adv, row = advantages(reward, acc, k, gc.inits, gc)
+        run_of_step, _ = step_index(k)
+        adv = adv[(run_of_step >= mine.start) & (run_of_step < mine.stop)]
+        # ---- update: policy-gradient passes + auxiliary denoising ----
+        update_row, good = update(run, policy, ref, spec, ro, adv, k, zoos[0], data, cfg, g, good)
+        row.update(update_row, prompt_seeds=[seeds[0], seeds[-1] + 1])
+        row.update(rollout_row(reward, terms, k, cfg, policy, [t0, t_roll, t_reward, time.perf_counter()]))
+        # ---- held-out evaluation (rank 0): the mean policy on inits it never trains on ----
+        evaluating = run.main and ((run.step + 1) % gc.eval_every == 0 or run.step + 1 == gc.iters)
+        if evaluating:
+            row.update(heldout(spec, synth.outputs(spec, held, gc.k_max), *scored_on))
+            synth.best_k = row["heldout_best_k"]
+        run.end_step(row, row["heldout_acc"] if evaluating else None, f"grpo heldout {row.get('heldout_acc', 0):.3f}")
     return synth

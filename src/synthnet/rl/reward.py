@@ -13,15 +13,16 @@ def rollout_reward(acc: torch.Tensor, ce_final: torch.Tensor, norm_ratio: torch.
 
     acc: (R, K_max + 1) accuracy of the init (column 0) and after each step, NaN past the rollout's K;
     ce_final: (R,) cross-entropy of the final state; norm_ratio: (R,) final/initial weight norm;
-    k: (R,) steps taken. reward = alpha*final + beta*sum(gains+) - gamma*(regressions + blow-up) - lam*K - ce*CE.
+    k: (R,) steps taken. reward = acc_weight*final + gain_weight*sum(gains+) - penalty_weight*(regressions + blow-up)
+    - step_cost*K - ce_weight*CE.
     """
     final = acc.gather(1, k[:, None]).squeeze(1)
     diffs = torch.nan_to_num(acc[:, 1:] - acc[:, :-1])
     gains = diffs.clamp(min=0).sum(1)
     regressions = (-diffs).clamp(min=0).sum(1)
     blowup = (norm_ratio - cfg.norm_limit).clamp(min=0)
-    reward = (cfg.alpha * final + cfg.beta * gains - cfg.gamma * (regressions + blowup) - cfg.lam * k
-              - cfg.ce * ce_final)
+    reward = (cfg.acc_weight * final + cfg.gain_weight * gains - cfg.penalty_weight * (regressions + blowup)
+              - cfg.step_cost * k - cfg.ce_weight * ce_final)
     return reward, {"final_acc": final, "gains": gains, "regressions": regressions, "blowup": blowup}
 
 

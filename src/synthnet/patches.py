@@ -25,90 +25,12 @@ from typing import Any, Sequence
 from omegaconf import BooleanNode, FloatNode, IntegerNode, StringNode
 from omegaconf.errors import OmegaConfBaseException
 
-from synthnet.config import CHOICES, Config
+from synthnet.config import CHOICES, KNOBS, LIVE, Config, accepted, check_key
 from synthnet.errors import SynthNetError
 from synthnet.weights import atomic_write_text
 
 PATCH_DIR = "patches"  # sub-directory of a run directory
-
-
-@dataclass(frozen=True)
-class Knob:
-    live: bool  # changeable while the run goes on (False: restart-only, fixed for the life of a run)
-    low: float | None = None  # smallest accepted value of a numeric live key
-    high: float | None = None  # largest accepted value of a numeric live key
-
-
-RESTART = Knob(False)
-
-
-def live(low: float | None = None, high: float | None = None) -> Knob:
-    return Knob(True, low, high)
-
-
-KNOBS: dict[str, Knob] = {
-    # data, zoo, model: they define the zoo and the denoiser's parameters, so a run keeps them for life
-    "data.dataset": RESTART, "data.arch": RESTART,
-    "zoo.path": RESTART, "zoo.seeds": RESTART, "zoo.epochs": RESTART, "zoo.workers": RESTART,
-    "model.name": RESTART, "model.dim": RESTART, "model.depth": RESTART, "model.heads": RESTART,
-    "model.latents": RESTART, "model.experts": RESTART, "model.ffn_mult": RESTART, "model.predict": RESTART,
-    # supervised stage: length, batch, schedule shape, data split and seed are set at launch
-    "train.steps": RESTART, "train.batch": RESTART, "train.weight_decay": RESTART, "train.warmup": RESTART,
-    "train.gap": RESTART, "train.p_final": RESTART, "train.k_max": RESTART, "train.perturb_ramp": RESTART,
-    "train.moe_aux": RESTART, "train.moe_z": RESTART, "train.val_seeds": RESTART, "train.seed": RESTART,
-    "train.lr": live(0.0, 1e-1),  # peak AdamW lr; above 0.1 AdamW diverges on every denoiser we have
-    "train.grad_clip": live(1e-3, 1e3),  # max gradient norm; 0 would freeze the model
-    "train.p_unroll": live(0.0, 1.0),  # a probability
-    "train.func_weight": live(0.0, 100.0),  # loss weight, non-negative
-    "train.label_weight": live(0.0, 100.0),  # loss weight, non-negative
-    "train.label_smoothing": live(0.0, 1.0),  # a probability mass spread over the classes
-    "train.val_every": live(1, 10**6),  # steps between validations
-    "train.perturb_min": live(0.0, 1.0),  # input perturbation sigma, x init scale
-    "train.perturb_max": live(0.0, 1.0),  # input perturbation sigma, x init scale
-    # reward weights: accuracies are in [0, 1], so weights beyond 10 only rescale the advantage
-    "reward.alpha": live(0.0, 10.0),  # final accuracy weight
-    "reward.beta": live(0.0, 10.0),  # accuracy-gain weight
-    "reward.gamma": live(0.0, 10.0),  # penalty weight
-    "reward.lam": live(0.0, 1.0),  # cost per step; above 1 it outweighs any accuracy
-    "reward.ce": live(0.0, 10.0),  # cross-entropy weight
-    "reward.norm_limit": live(1.0, 100.0),  # norm ratio to the init; below 1 every net would be penalised
-    # GRPO: iterations, passes per batch, grouping, loss normalisation, reward and held-out samples and seed are set
-    # at launch
-    "grpo.iters": RESTART, "grpo.mu": RESTART, "grpo.group_mode": RESTART, "grpo.std_norm": RESTART,
-    "grpo.loss_norm": RESTART, "grpo.eval_inits": RESTART, "grpo.reward_split": RESTART, "grpo.heldout_frac": RESTART,
-    "grpo.seed": RESTART,
-    "grpo.inits": live(1, 1024),  # prompts per iteration
-    "grpo.group": live(2, 256),  # rollouts per prompt; one rollout has no group-relative advantage
-    "grpo.k_max": live(1, 16),  # longest rollout
-    "grpo.k_dist": live(),  # one of config.CHOICES["grpo.k_dist"]
-    "grpo.sigma": live(1e-4, 1.0),  # policy std in normalised weight space: a unit std is pure noise
-    "grpo.lr": live(0.0, 1e-2),  # AdamW lr; RL fine-tuning above 1e-2 destroys the supervised model
-    "grpo.eps_low": live(0.0, 1.0),  # clip below 1; the ratio is clamped at 1 - eps_low >= 0
-    "grpo.eps_high": live(0.0, 10.0),  # clip above 1
-    "grpo.kl_beta": live(0.0, 10.0),  # KL weight, non-negative
-    "grpo.aux_weight": live(0.0, 100.0),  # auxiliary supervised loss weight, non-negative
-    "grpo.adv_clip": live(1e-2, 100.0),  # advantage clip; 0 would zero every advantage
-    "grpo.grad_clip": live(1e-3, 1e3),  # max gradient norm; 0 would freeze the policy
-    "grpo.eval_every": live(1, 10**6),  # iterations between held-out evaluations
-    # evaluation command: not read by the training loops
-    "eval.seeds": RESTART, "eval.k_max": RESTART,
-}
-LIVE = [k for k, knob in KNOBS.items() if knob.live]
 NODES = {int: IntegerNode, float: FloatNode, str: StringNode, bool: BooleanNode}  # OmegaConf's converters
-DEFAULTS = Config()  # the schema's defaults: their types are the keys' types
-
-
-def kind(key: str) -> type:
-    section, name = key.split(".")
-    return type(getattr(getattr(DEFAULTS, section), name))
-
-
-def accepted(key: str) -> str:
-    """What a live key accepts, in words: 'one of a, b' or 'a float in [low, high]'."""
-    if key in CHOICES:
-        return "one of " + ", ".join(CHOICES[key])
-    knob = KNOBS[key]
-    return f"{'an int' if kind(key) is int else 'a float'} in [{knob.low:g}, {knob.high:g}]"
 
 
 def live_keys_near(key: str) -> str:
@@ -125,12 +47,10 @@ def check_value(key: str, value: Any) -> Any:
     if not knob.live:
         raise SynthNetError(f"{key} is restart-only (fixed for the life of a run); {live_keys_near(key)}")
     try:
-        new = NODES[kind(key)]().validate_and_convert(value)  # None passes here, fails below
+        new = NODES[knob.type]().validate_and_convert(value)
     except OmegaConfBaseException:
         new = None
-    ok = new in CHOICES[key] if key in CHOICES else new is not None and knob.low <= new <= knob.high
-    if not ok:
-        raise SynthNetError(f"{key}={value!r} is not accepted; {key} takes {accepted(key)}")
+    check_key(key, new, given=value)
     return new
 
 
@@ -383,7 +303,7 @@ class LivePatches:
         ramp["i"] += 1
         value = ramp["start"] + (ramp["target"] - ramp["start"]) * ramp["i"] / ramp["n"]
         done = ramp["i"] == ramp["n"]
-        self.set(ramp["key"], ramp["target"] if done else round(value) if kind(ramp["key"]) is int else value)
+        self.set(ramp["key"], ramp["target"] if done else round(value) if KNOBS[ramp["key"]].type is int else value)
         if done:
             self.ramps.remove(ramp)
             if ramp["n"] > 1:
@@ -408,7 +328,7 @@ class LivePatches:
                 continue
             knob, current = KNOBS[rule.key], self.get(rule.key)
             new = min(max(current * rule.factor, knob.low), knob.high)
-            new = round(new) if kind(rule.key) is int else new
+            new = round(new) if knob.type is int else new
             if new != current:
                 self.fired[rule.name] = step
                 self.patch({rule.key: new}, 0, step, rule.name, None)
