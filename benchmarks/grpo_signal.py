@@ -20,15 +20,14 @@ import torch.nn.functional as F
 
 from synthnet.config import compose, rl_base
 from synthnet.data import load_dataset
-from synthnet.scoring import evaluate, logits
 from synthnet.rl.advantage import group_advantages
 from synthnet.rl.grpo import inits, reward_and_heldout_data
 from synthnet.rl.policy import GaussianPolicy
 from synthnet.rl.reward import rollout_reward
+from synthnet.scoring import evaluate, logits
+from synthnet.seeds import SIGNAL_PROBE
 from synthnet.synthesize import load_synthesizer
 from synthnet.tokens import layout
-
-SEED_BASE = 700_000  # inits for this probe only (GRPO draws from 1e6 up, eval from 100000, the probe 300000)
 
 
 def ce_gradient(synth, spec, mean: torch.Tensor, x, y) -> torch.Tensor:
@@ -74,7 +73,7 @@ def main() -> None:
     spec, g = synth.spec, torch.Generator().manual_seed(0)
     data = load_dataset(cfg.data.dataset)
     (x, y), _ = reward_and_heldout_data(data, cfg.grpo.heldout_frac, cfg.grpo.reward_split)
-    start = synth.encode(spec, inits(spec, list(range(SEED_BASE, SEED_BASE + args.inits))))
+    start = synth.encode(spec, inits(spec, list(range(SIGNAL_PROBE[0], SIGNAL_PROBE[0] + args.inits))))
     ones = torch.ones(len(start))
     with torch.no_grad():
         mean, _ = synth.step(spec, start, ones, 0 * ones)

@@ -17,6 +17,7 @@ from pathlib import Path
 from synthnet.data import load_dataset
 from synthnet.eval.novelty import aligned_distance, nearest
 from synthnet.scoring import evaluate
+from synthnet.seeds import PROBE
 from synthnet.synthesize import load_synthesizer
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states
@@ -31,7 +32,7 @@ def main() -> None:
     ap.add_argument("--zoo", type=Path, default=Path("zoos/digits-mlp-2k"), help="zoo for the nearest checkpoint")
     ap.add_argument("--arch", default="mlp:64-32-10", help="target spec")
     ap.add_argument("--dataset", default="digits", help="digits | mnist1d | idx:<dir>")
-    ap.add_argument("--seeds", default="300000:300064", help="unseen init seeds, A:B or list")
+    ap.add_argument("--seeds", default=f"{PROBE[0]}:{PROBE[0] + 64}", help="unseen init seeds, A:B or list")
     ap.add_argument("--runs", type=int, default=8, help="runs per init with other minibatch orders")
     ap.add_argument("--epochs", type=int, default=30, help="teacher recipe epochs")
     args = ap.parse_args()

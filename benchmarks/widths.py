@@ -13,6 +13,7 @@ from pathlib import Path
 
 from synthnet.data import load_dataset
 from synthnet.scoring import evaluate
+from synthnet.seeds import EVAL_SEEDS
 from synthnet.synthesize import load_synthesizer
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states
@@ -23,7 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="run directory of a trained model")
     ap.add_argument("--archs", required=True, help="comma list of target specs")
-    ap.add_argument("--seeds", default="100000:100064", help="unseen init seeds, A:B or a comma list")
+    ap.add_argument("--seeds", default=EVAL_SEEDS, help="unseen init seeds, A:B or a comma list")
     ap.add_argument("--k-max", type=int, default=4, help="evaluate K = 1..k_max")
     args = ap.parse_args()
     synth = load_synthesizer(args.model)

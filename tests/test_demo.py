@@ -2,9 +2,13 @@
 
 import json
 
+import pytest
+
 from conftest import TINY_ARCH
 from synthnet.config import compose
 from synthnet.demo import headline_rows, run_demo
+
+pytestmark = pytest.mark.slow  # end to end (subprocesses, Ray, torchrun): `make test` runs it, -m "not slow" not
 
 
 def test_demo_runs_every_stage_and_reuses_finished_parts(tmp_path):

@@ -20,6 +20,8 @@ from synthnet.rl.policy import GaussianPolicy
 from synthnet.synthesize import load_synthesizer
 from synthnet.train import train
 
+pytestmark = pytest.mark.slow  # end to end (subprocesses, Ray, torchrun): `make test` runs it, -m "not slow" not
+
 VOLATILE = ("steps_per_s", "rollout_steps_per_s", "time_")  # wall-clock figures
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # what torchrun gives each rank; also spares a shared CPU
 # `synthnet grpo` takes grpo.* from the defaults, not from the tiny run: these keep its rollouts tiny

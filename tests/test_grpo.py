@@ -176,6 +176,7 @@ def _wait_for(run, predicate, timeout=120):
     raise AssertionError(f"no metrics row matched within {timeout} s")
 
 
+@pytest.mark.slow
 def test_patch_a_running_grpo_run_then_roll_back(tiny_run, tmp_path):
     out = tmp_path / "grpo"
     cmd = [sys.executable, "-m", "synthnet", "grpo", "--model", str(tiny_run), "--out", str(out),

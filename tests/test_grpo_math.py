@@ -2,13 +2,17 @@
 
 import math
 
+import pytest
 import torch
 from torch.distributions import Normal
 
 from synthnet.config import GRPOConfig, RewardConfig
 from synthnet.rl.advantage import group_advantages, zero_spread_fraction
 from synthnet.rl.grpo import sample_k
+from synthnet.rl.policy import GaussianPolicy
 from synthnet.rl.reward import rollout_reward, step_rewards
+from synthnet.targets import parse_spec
+from synthnet.tokens import layout
 
 NAN = float("nan")
 
@@ -68,6 +72,30 @@ def test_gaussian_log_prob_and_kl_match_closed_form():
     torch.testing.assert_close(Normal(mu, sigma).log_prob(a), manual_lp)
     kl = torch.distributions.kl_divergence(Normal(mu, sigma), Normal(mu_ref, sigma))
     torch.testing.assert_close(kl, (mu - mu_ref) ** 2 / (2 * sigma**2))
+
+
+def test_policy_masked_log_prob_and_kl_match_a_hand_computation():
+    """GaussianPolicy averages over the spec's valid slots only: padded slots (mask False) may hold anything."""
+    spec = parse_spec("mlp:6-3-2")  # hidden tokens carry 6 + 1 + 2 features, output tokens 3 + 1: padding exists
+    mask = layout(spec).mask
+    assert not mask.all()
+    sigma, g = 0.3, torch.Generator().manual_seed(0)
+    mu, mu_ref = torch.randn((2, *mask.shape), generator=g), torch.randn((2, *mask.shape), generator=g)
+    policy = GaussianPolicy(None, sigma)  # log_prob / kl / sample never call the denoiser
+    dist = Normal(mu, torch.full_like(mu, sigma))
+    action = policy.sample(spec, dist, g)
+    assert (action[:, ~mask] == mu[:, ~mask]).all()  # padded slots get no noise
+    action[:, ~mask] = 1e6  # and are never read
+    for m in range(2):
+        lp, kl, n = 0.0, 0.0, 0
+        for i, j in mask.nonzero().tolist():
+            a, u, r = action[m, i, j].item(), mu[m, i, j].item(), mu_ref[m, i, j].item()
+            lp += -(a - u) ** 2 / (2 * sigma**2) - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+            kl += (u - r) ** 2 / (2 * sigma**2)
+            n += 1
+        ref = Normal(mu_ref, torch.full_like(mu_ref, sigma))
+        assert policy.log_prob(spec, dist, action)[m].item() == pytest.approx(lp / n, rel=1e-5)
+        assert policy.kl(spec, dist, ref)[m].item() == pytest.approx(kl / n, rel=1e-5)
 
 
 def test_every_rollout_of_a_group_gets_the_same_k():

@@ -20,6 +20,8 @@ from synthnet.zoo import MANIFEST, Recipe, build_zoo, read_manifest
 
 from conftest import TINY_ARCH
 
+pytestmark = pytest.mark.slow  # end to end (subprocesses, Ray, torchrun): `make test` runs it, -m "not slow" not
+
 runner = CliRunner()
 
 
@@ -155,7 +157,6 @@ def test_ray_zoo_tasks_match_the_local_zoo_bit_for_bit(ray_local, tmp_path):
     assert len(read_manifest(remote)) == 8
 
 
-@pytest.mark.slow
 def test_ray_grpo_sweep_starts_every_trial_from_the_model(tiny_zoo, tiny_run, ray_local, tmp_path):
     summary = run_sweep("tiny", "grpo", ["grpo.sigma=0.01,0.03"], tiny(tiny_zoo), tmp_path / "grpo", tiny_run)
     assert summary["metric"] == "heldout_acc" and len(summary["trials"]) == 2

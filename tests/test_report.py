@@ -130,6 +130,7 @@ def test_report_is_self_contained_with_every_section_and_plot(evaluated):
     assert md.count("\n## ") == len(SECTIONS) - 1
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(evaluated, tmp_path):
     if not shutil.which("chromium"):
         pytest.fail("chromium is missing: install Debian's chromium package (make test does)")
@@ -159,6 +160,7 @@ def test_time_to_reach_interpolates_between_epochs():
     assert time_to_reach(acc, secs, 0.99) == (3.0, 3.0, False)
 
 
+@pytest.mark.slow
 def test_eval_cli_refuses_zoo_seeds_with_one_line(tiny_zoo, tiny_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "synthnet", "eval", "--model", str(tiny_run), "--zoo", str(tiny_zoo),
                         "--arch", TINY_ARCH, "--seeds", "3:6", "--out", str(tmp_path / "e")],
@@ -175,6 +177,7 @@ def test_eval_cli_refuses_zoo_seeds_with_one_line(tiny_zoo, tiny_run, tmp_path):
     assert not (tmp_path / "e").exists()
 
 
+@pytest.mark.slow
 def test_eval_cli_takes_seeds_no_model_used(tiny_zoo, tiny_run, tmp_path):
     """Seeds far above every range of the model's record (and GRPO's old blanket range) are accepted."""
     r = subprocess.run([sys.executable, "-m", "synthnet", "eval", "--model", str(tiny_run), "--zoo", str(tiny_zoo),

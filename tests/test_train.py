@@ -103,6 +103,7 @@ def test_a_checkpoint_from_another_version_is_a_one_line_error(tiny_run, tmp_pat
         load_synthesizer(tmp_path)
 
 
+@pytest.mark.slow
 def test_synthesize_writes_plain_loadable_weights_for_any_width(tiny_run, tmp_path):
     spec = parse_spec("mlp:64-12-10")  # a width the tiny model never saw
     for seed in (1, 2):
@@ -125,6 +126,7 @@ def test_synthesize_writes_plain_loadable_weights_for_any_width(tiny_run, tmp_pa
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow
 def test_synthesize_never_opens_a_dataset(tiny_run, tmp_path):
     spec = parse_spec(TINY_ARCH)
     src = tmp_path / "init.safetensors"

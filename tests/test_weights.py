@@ -180,6 +180,7 @@ def test_inspect_errors(tmp_path):
     assert_one_line_error(cli("inspect", cnn, "--dataset", "digits"), "takes 784 features, digits has 64")
 
 
+@pytest.mark.slow
 def test_inspect_error_from_installed_command(tmp_path):
     path = tmp_path / "nan.safetensors"
     save_file(broken("nan")[0], path, metadata={"synthnet.arch": ARCH})
@@ -223,6 +224,7 @@ w.save_weights(path, {k: torch.full(s, 0.5) for k, s in spec.shapes().items()}, 
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment,existing", [("during", False), ("after", True)])
 def test_killed_write_leaves_no_partial_file(tmp_path, moment, existing):
     """SIGKILL inside save_weights: no file under the final name, or the older one byte-identical."""

@@ -11,11 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from synthnet.config import Config
 from synthnet.errors import SynthNetError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SynthNet: turn a random-init weight file into trained weights, without data.")
 console = Console()
+DEFAULTS = Config()  # the one config schema's defaults, shown by the commands that take them as options
 
 
 def command(fn=None, *, name: str | None = None):
@@ -84,12 +86,12 @@ RAY_ADDRESS = typer.Option(None, "--ray-address", help="Ray cluster to join: hos
 @command
 def zoo(
     out: Path = typer.Option(..., help="zoo directory (created; finished runs are skipped on re-run)"),
-    arch: str = typer.Option("mlp:64-32-10", help="spec, or a comma list for a mixed-width zoo"),
-    dataset: str = typer.Option("digits", help="digits|mnist1d|idx:<dir>"),
-    seeds: str = typer.Option("0:512", help="A:B (half-open) or a comma list"),
-    epochs: int = typer.Option(30, help="teacher recipe epochs"),
-    lr: float = typer.Option(3e-3, help="teacher recipe Adam learning rate"),
-    batch: int = typer.Option(32, help="teacher recipe batch size"),
+    arch: str = typer.Option(DEFAULTS.data.arch, help="spec, or a comma list for a mixed-width zoo"),
+    dataset: str = typer.Option(DEFAULTS.data.dataset, help="digits|mnist1d|idx:<dir>"),
+    seeds: str = typer.Option(DEFAULTS.zoo.seeds, help="A:B (half-open) or a comma list"),
+    epochs: int = typer.Option(DEFAULTS.zoo.epochs, help="teacher recipe epochs"),
+    lr: float = typer.Option(DEFAULTS.zoo.lr, help="teacher recipe Adam learning rate"),
+    batch: int = typer.Option(DEFAULTS.zoo.batch, help="teacher recipe batch size"),
     workers: Optional[int] = typer.Option(None, help="chunks of seeds trained at once: processes here (default 1: "
                                           "one process using every core), or with --ray tasks (default: its CPUs)"),
     summary: bool = typer.Option(False, "--summary", help="only print the accuracy-by-epoch table of --out"),
@@ -247,11 +249,12 @@ def demo(
 def evaluate(
     model: Path = typer.Option(..., help="run directory of the model to evaluate (its best.pt)"),
     out: Path = typer.Option(..., help="directory for results.json, report.md, report.html and the PNG plots"),
-    seeds: str = typer.Option("100000:100064", help="unseen init seeds, A:B (half-open) or a comma list"),
+    seeds: str = typer.Option(DEFAULTS.eval.seeds, help="unseen init seeds, A:B (half-open) or a comma list"),
     dataset: Optional[str] = typer.Option(None, help="digits|mnist1d|idx:<dir> (default: the model's dataset)"),
     arch: Optional[str] = typer.Option(None, help="target spec (default: the model's first zoo arch)"),
     zoo: Optional[Path] = typer.Option(None, help="zoo for baselines and novelty (default: the model's zoo)"),
-    k_max: int = typer.Option(4, help="evaluate SynthNet with K = 1..k_max steps"),
+    k_max: int = typer.Option(DEFAULTS.eval.k_max, help="evaluate SynthNet with K = 1..k_max steps (the reported K "
+                              "is the one with the best val accuracy)"),
     flat: Optional[Path] = typer.Option(None, help="run directory of a flat-mlp model to compare with"),
 ):
     """SynthNet vs its teacher, zoo baselines, novelty, robustness and speed on unseen seeds, with an HTML report."""

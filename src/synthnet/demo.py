@@ -10,7 +10,7 @@ from synthnet.eval.run import evaluate_model
 from synthnet.rl.grpo import grpo
 from synthnet.synthesize import load_synthesizer
 from synthnet.train import train
-from synthnet.zoo import Recipe, build_zoo, parse_seeds
+from synthnet.zoo import build_zoo, parse_seeds, recipe
 
 
 def headline_rows(res: dict) -> list[dict]:
@@ -32,7 +32,7 @@ def run_demo(cfg: Config, root: Path) -> Path:
     sup, rl, ev = root / "supervised", root / "grpo", root / "eval"
     arch = cfg.data.arch.split(",")[0]
     build_zoo(Path(cfg.zoo.path), [a for a in cfg.data.arch.split(",") if a], cfg.data.dataset,
-              parse_seeds(cfg.zoo.seeds), Recipe(cfg.zoo.epochs), cfg.zoo.workers)
+              parse_seeds(cfg.zoo.seeds), recipe(cfg.zoo), cfg.zoo.workers)
     if not (sup / "final.pt").is_file():
         train(cfg, sup)
     model = sup

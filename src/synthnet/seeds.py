@@ -10,6 +10,7 @@ from __future__ import annotations
 ZOO_SEEDS = "0:512"  # default zoo seeds
 EVAL_SEEDS = "100000:100064"  # default evaluation seeds
 PROBE = (300_000, 300_512)  # inits the benchmarks score design choices on (val split), half-open
+SIGNAL_PROBE = (700_000, 701_024)  # inits benchmarks/grpo_signal.py measures GRPO's signal on, half-open
 HELDOUT_BASE = 500_000  # GRPO's fixed held-out inits: HELDOUT_BASE .. + grpo.eval_inits
 PROMPT_BASE = 1_000_000  # GRPO prompts: a block of PROMPT_BLOCK seeds per grpo.seed, from here up
 PROMPT_BLOCK = 10**7  # prompts one run can draw before it would reach the next grpo.seed's block
@@ -36,7 +37,7 @@ def intervals(seeds: list[int]) -> list[list[int]]:
 
 def supervised_record(zoo_seeds: list[int]) -> Record:
     """What a supervised model has used: its zoo's runs and the probe inits its design is chosen on."""
-    return {"zoo": intervals(zoo_seeds), "probe": [list(PROBE)]}
+    return {"zoo": intervals(zoo_seeds), "probe": [list(PROBE)], "signal_probe": [list(SIGNAL_PROBE)]}
 
 
 def clashes(record: Record, seeds: list[int]) -> list[str]:
