@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from synthnet.cli import app
 from synthnet.config import from_yaml
 from synthnet.errors import SynthNetError
-from synthnet.orchestrate.sweep import plan, read_jsonl, run_sweep, summarize
+from synthnet.jsonl import read_jsonl
+from synthnet.orchestrate.sweep import plan, run_sweep, summarize
 from synthnet.runlog import load_checkpoint
 from synthnet.weights import read_metadata
 from synthnet.zoo import MANIFEST, Recipe, build_zoo, read_manifest

@@ -1,6 +1,7 @@
 """Supervised stage: one-step smoke, the label loss, exact resume, synthesize (weights in, weights out, no data)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,12 +11,13 @@ from safetensors.torch import load_file
 
 from conftest import TINY_ARCH, tiny_cfg
 from synthnet.data import load_dataset
+from synthnet.denoising import denoise_loss
 from synthnet.errors import SynthNetError
 from synthnet.synthesize import epoch_level, level_epoch, load_synthesizer, schedule
 from synthnet.targets import build_module, init_state, parse_spec
-from synthnet.denoising import denoise_loss
 from synthnet.train import train
 from synthnet.weights import save_weights
+from synthnet.zoo import Recipe, build_zoo
 
 VOLATILE = {"steps_per_s"}
 
@@ -144,3 +146,45 @@ assert not data_modules and not data_files
 """
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_train_takes_the_arch_of_a_single_arch_zoo_and_names_the_choices_of_a_mixed_one(tiny_zoo, tmp_path):
+    """The tiny zoo holds only mlp:64-8-10, not the config's mlp:64-32-10: `synthnet train` takes it; with two archs
+    held and the config's not among them, the error names both."""
+    from typer.testing import CliRunner
+
+    from synthnet.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "run"), "--zoo", str(tiny_zoo), "--preset", "tiny",
+                            "train.steps=2", "train.val_every=2"])
+    assert r.exit_code == 0, r.output
+    assert load_synthesizer(tmp_path / "run").cfg.data.arch == TINY_ARCH
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_zoo, mixed)
+    build_zoo(mixed, ["mlp:64-4-10"], "digits", [0, 1], Recipe(epochs=3))
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "run2"), "--zoo", str(mixed), "--preset", "tiny"])
+    assert r.exit_code == 2 and "holds archs mlp:64-4-10, mlp:64-8-10; choose with data.arch=" in r.stderr
+
+
+def test_synthesize_defaults_to_the_models_val_best_k(tiny_run, tmp_path):
+    """best.pt records the K its validation chose; synthesize without steps uses it (here forced to each K in turn,
+    so the default cannot pass by coincidence)."""
+    from synthnet.runlog import load_checkpoint, save_checkpoint
+    from synthnet.synthesize import synthesize_files
+
+    best_row = max((r for r in rows(tiny_run) if "val_acc" in r), key=lambda r: r["val_acc"])
+    assert load_synthesizer(tiny_run).best_k == best_row["val_best_k"]
+    spec = parse_spec(TINY_ARCH)
+    save_weights(tmp_path / "init.safetensors", init_state(spec, 5), spec, seed=5)
+    for k in (1, 2, 3):
+        run = tmp_path / f"k{k}"
+        run.mkdir()
+        ckpt = load_checkpoint(tiny_run / "best.pt")
+        ckpt["synth"]["best_k"] = k
+        save_checkpoint(run / "best.pt", ckpt)
+        (row,) = synthesize_files([tmp_path / "init.safetensors"], run, out=tmp_path / f"out{k}.safetensors")
+        assert row["steps"] == k
+        expected = load_synthesizer(run).run(spec, {n: v[None] for n, v in init_state(spec, 5).items()}, k)[-1]
+        got = load_file(tmp_path / f"out{k}.safetensors")
+        assert all(torch.equal(got[n], expected[n][0]) for n in got)

@@ -133,8 +133,11 @@ def train(
     from synthnet.config import compose, to_yaml
     from synthnet.patches import parse_rule
     from synthnet.train import train as run_train
+    from synthnet.zoo import default_arch
 
     cfg = compose(preset, [*(overrides or []), *([f"zoo.path={zoo}"] if zoo else [])])
+    if not any(o.startswith("data.arch=") for o in overrides or []):
+        cfg.data.arch = default_arch(Path(cfg.zoo.path), cfg.data.arch)
     console.print(to_yaml(cfg))
     run_train(cfg, out, rules=[parse_rule(r) for r in rule or []])
     console.print(f"run saved in {out} (best.pt, final.pt)")
@@ -305,6 +308,8 @@ def config_show(preset: Optional[str] = typer.Argument(None, help="tiny | demo |
     """Print a resolved config as YAML, overrides applied."""
     from synthnet.config import compose, to_yaml
 
+    if preset and "=" in preset:  # no preset, only overrides
+        preset, overrides = None, [preset, *(overrides or [])]
     try:
         print(to_yaml(compose(preset, overrides or [])))
     except SynthNetError as exc:

@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from synthnet.config import CHOICES, KNOBS, LIVE, Config, accepted, check_key
 from synthnet.errors import SynthNetError
+from synthnet.jsonl import read_jsonl
 from synthnet.weights import atomic_write_text
 
 PATCH_DIR = "patches"  # sub-directory of a run directory
@@ -113,8 +114,7 @@ def request_rollback(run_dir: Path | str) -> dict:
 
 
 def read_history(root: Path) -> list[dict]:
-    path = root / "history.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+    return read_jsonl(root / "history.jsonl")
 
 
 COLUMNS = ("id", "step", "key", "old", "new", "ramp", "status", "source", "request", "reason")

@@ -14,6 +14,7 @@ import torch
 from synthnet.config import LIVE, Config, to_yaml
 from synthnet.distributed import broadcast_config, check_replicas, finish, init, is_main, replicate
 from synthnet.errors import SynthNetError
+from synthnet.jsonl import read_jsonl
 from synthnet.patches import LivePatches, Rule
 from synthnet.progress import progress
 from synthnet.weights import atomic_write, atomic_write_text
@@ -44,9 +45,8 @@ class RunLog:
         by a kill (it has no newline yet)."""
         path = self.dir / "metrics.jsonl"
         if path.is_file():
-            complete = path.read_text().split("\n")[:-1]
-            rows = [r for r in complete if r and json.loads(r)["step"] <= step]
-            atomic_write_text(path, "".join(r + "\n" for r in rows))
+            rows = [r for r in read_jsonl(path, torn_tail=True) if r["step"] <= step]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def close(self) -> None:
         self.tb.close()

@@ -109,7 +109,11 @@ class Synthesizer(nn.Module):
     def from_checkpoint(cls, ckpt: dict, run_dir: str, source: str) -> "Synthesizer":
         """source: the file the checkpoint was read from (named in errors)."""
         cfg = from_yaml(ckpt["config"], source)
-        synth = cls(cfg, parse_spec(ckpt["spec"]), Normalizer.from_state_dict(ckpt["normalizer"]))
+        try:
+            spec = parse_spec(ckpt["spec"])
+        except SynthNetError as exc:
+            raise SynthNetError(f"{source}: {exc}") from None
+        synth = cls(cfg, spec, Normalizer.from_state_dict(ckpt["normalizer"]))
         synth.denoiser.load_state_dict(ckpt["model"])
         synth.run_dir, synth.trained_steps = run_dir, int(ckpt["trained_steps"])
         synth.best_k, synth.seeds = int(ckpt["best_k"]), ckpt["seeds"]

@@ -22,10 +22,11 @@ from torch import nn
 
 from synthnet.data import Dataset, load_dataset
 from synthnet.errors import SynthNetError
+from synthnet.jsonl import read_jsonl
 from synthnet.scoring import evaluate, logits_per_set
 from synthnet.progress import progress
 from synthnet.targets import Spec, init_state, parse_spec
-from synthnet.weights import load_weights, read_metadata, save_weights, stack_states
+from synthnet.weights import atomic_write_text, load_weights, read_metadata, save_weights, stack_states
 
 MANIFEST = "manifest.jsonl"
 Pool = Callable[[Callable, list], Iterable]  # like map(fn, jobs): results in job order
@@ -117,17 +118,11 @@ def _train_chunk(args: tuple) -> list[dict]:
 
 
 def read_manifest(zoo: Path) -> list[dict]:
+    """The zoo's rows; a last row torn by a kill is left out (the next `synthnet zoo` run rewrites the file)."""
     path = Path(zoo) / MANIFEST
     if not path.is_file():
         raise SynthNetError(f"{zoo}: not a zoo (no {MANIFEST}); build one with `synthnet zoo`")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise SynthNetError(f"{path}:{n}: not a JSON line") from None
-    return rows
+    return read_jsonl(path, torn_tail=True)
 
 
 def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recipe: Recipe = Recipe(),
@@ -142,7 +137,10 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
     load_dataset(dataset)  # fail fast on a bad dataset name
     done = defaultdict(set)
     if (out / MANIFEST).is_file():
-        for r in read_manifest(out):
+        rows = read_manifest(out)
+        if not (out / MANIFEST).read_text().endswith("\n"):  # a torn last row (killed mid-write): drop it
+            atomic_write_text(out / MANIFEST, "".join(json.dumps(r) + "\n" for r in rows))
+        for r in rows:
             done[(r["arch"], r["seed"])].add(r["epoch"])
     jobs = []
     for arch in archs:
@@ -162,6 +160,17 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
                 f.write("".join(json.dumps(r) + "\n" for r in rows))
             bar.advance(task, len(job[3]))
     return {"trained": total, "skipped": len(archs) * len(seeds) - total, "seconds": time.perf_counter() - t0}
+
+
+def default_arch(zoo: Path, arch: str) -> str:
+    """`arch` (a spec or comma list) when the zoo holds all of it; else the zoo's only arch; else an error naming
+    the archs it holds (for `synthnet train` without data.arch=)."""
+    held = sorted({r["arch"] for r in read_manifest(zoo)})
+    if all(str(parse_spec(a)) in held for a in arch.split(",") if a):
+        return arch
+    if len(held) == 1:
+        return held[0]
+    raise SynthNetError(f"{zoo} holds archs {', '.join(held)}; choose with data.arch=ARCH (a comma list for several)")
 
 
 def summarize(zoo: Path) -> list[dict]:

@@ -5,7 +5,7 @@ Each trial is a normal run directory DIR/<key=value,...> (config.yaml, metrics.j
 `synthnet patch` inbox). A trial runs its stage in chunks that end at validation steps (`stop_after`; the loops
 resume exactly) and after each chunk reports the new validation rows to Tune, the last one with a snapshot of the
 run's state as its Tune checkpoint. A PBT exploit restores a better trial's snapshot into this trial's run
-directory, logs it in RUN/exploits.jsonl, and queues the explored values as one live patch (orchestrate/patches.py):
+directory, logs it in RUN/exploits.jsonl, and queues the explored values as one live patch (synthnet/patches.py):
 the loop applies it at its first step and every metrics row from there on carries its id.
 DIR/sweep.json ranks the trials by the best validation metric in their own metrics.jsonl.
 """
@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from synthnet.config import CHOICES, KNOBS, Config, compose, from_yaml, rl_base
 from synthnet.errors import SynthNetError
+from synthnet.jsonl import read_jsonl
 from synthnet.orchestrate.cluster import connect
 from synthnet.patches import check_value, request_patch
 from synthnet.runlog import load_checkpoint
@@ -125,10 +126,6 @@ def plan(preset: str, stage: str, grid_items: list[str], overrides: list[str], o
 
 
 # ---- trial side: runs in a Ray worker ----
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
-
 
 def steps_done(run: Path) -> int:
     """Steps the run's latest checkpoint holds (what a resume starts from)."""
