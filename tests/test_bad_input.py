@@ -1,0 +1,130 @@
+"""Bad input through the real command (issue 23): one `error:` line on stderr, exit code 2, no traceback, no input
+changed, no half-written or non-finite file. Each check runs `python -m synthnet` in a subprocess, as a user would."""
+
+import errno
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import synthnet
+from synthnet.config import compose
+from synthnet.runlog import save_checkpoint
+from synthnet.synthesize import Synthesizer
+from synthnet.targets import init_state, parse_spec
+from synthnet.tokens import Normalizer
+from synthnet.weights import save_weights, stack_states
+from synthnet.zoo import Recipe, build_zoo, load_zoo
+
+ARCH = "mlp:64-32-10"
+SMALL = "mlp:64-8-10"
+REPO = Path(__file__).resolve().parents[1]
+SRC = Path(synthnet.__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)}
+
+
+def synthnet_cmd(*args, cwd=None, env=ENV, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "synthnet", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300, **kwargs)
+
+
+def assert_error(p: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exactly one `error:` line on stderr naming every fragment, exit code 2, no traceback anywhere."""
+    assert "Traceback" not in p.stdout + p.stderr, p.stdout + p.stderr
+    lines = p.stderr.splitlines()
+    assert (p.returncode, len(lines)) == (2, 1) and lines[0].startswith("error: "), (p.returncode, p.stderr)
+    assert all(f in lines[0] for f in fragments), lines[0]
+    return lines[0]
+
+
+def assert_ok(p: subprocess.CompletedProcess) -> None:
+    assert p.returncode == 0 and "Traceback" not in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def snapshot(root: Path) -> dict[Path, tuple[bytes, int]]:
+    return {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def assert_nothing_written(before: dict[Path, tuple[bytes, int]], root: Path) -> None:
+    """Every file as it was (bytes and mtime) and no file added: no output, no temp file."""
+    assert snapshot(root) == before
+
+
+def assert_all_finite(root: Path) -> None:
+    for f in root.rglob("*.safetensors"):
+        assert all(torch.isfinite(t).all() for t in load_file(f).values()), f
+
+
+def write_idx_dir(root: Path, n_train: int, n_test: int = 4, top_label: int = 9) -> str:
+    """An MNIST-format directory of 4x4 images (16 features), labels 0..9 and top_label last; returns idx:<root>."""
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, size=(n, 4, 4), dtype=np.uint8)
+        y = (np.arange(n) % 10).astype(np.uint8)
+        y[-1] = top_label
+        for kind, a, magic in (("images-idx3", x, 0x803), ("labels-idx1", y, 0x801)):
+            head = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in a.shape)
+            (root / f"{prefix}-{kind}-ubyte").write_bytes(head + a.tobytes())
+    return f"idx:{root}"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """A directory with two init files written by `synthnet init`: a.safetensors (ARCH) and small.safetensors."""
+    root = tmp_path_factory.mktemp("inits")
+    assert_ok(synthnet_cmd("init", "--arch", ARCH, "--seed", 1, "-o", root / "a.safetensors"))
+    assert_ok(synthnet_cmd("init", "--arch", SMALL, "--seed", 2, "-o", root / "small.safetensors"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A run directory holding a real (untrained) synthesizer for SMALL, saved as the training loops save it."""
+    spec = parse_spec(SMALL)
+    normalizer = Normalizer.fit(spec, stack_states([init_state(spec, s) for s in range(4)]))
+    synth = Synthesizer(compose("tiny", [f"data.arch={SMALL}"]), spec, normalizer)
+    run = tmp_path_factory.mktemp("model")
+    save_checkpoint(run / "best.pt", {"synth": synth.checkpoint()})
+    return run
+
+
+def copy_of(files: Path, tmp_path: Path, *names: str) -> list[Path]:
+    out = []
+    for name in names:
+        shutil.copy2(files / name, tmp_path / name)
+        out.append(tmp_path / name)
+    return out
+
+
+# 1: a wheel ships the presets
+
+@pytest.mark.slow
+def test_presets_ship_in_the_wheel(tmp_path):
+    tree = tmp_path / "tree"  # build from a copy: setuptools writes build/ and *.egg-info beside the sources
+    shutil.copytree(REPO / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, tree / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", tmp_path / "dist", tree],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("synthnet-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", tmp_path / "site", wheel], check=True,
+                   capture_output=True, timeout=300)
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(tmp_path / "site")}
+    where = subprocess.run([sys.executable, "-c", "import synthnet; print(synthnet.__file__)"], env=env,
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(where).is_relative_to(tmp_path / "site"), where
+    p = synthnet_cmd("config", "show", "tiny", env=env, cwd=tmp_path)
+    assert_ok(p)
+    assert "arch: mlp:64-32-10" in p.stdout
