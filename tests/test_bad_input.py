@@ -128,3 +128,17 @@ def test_presets_ship_in_the_wheel(tmp_path):
     p = synthnet_cmd("config", "show", "tiny", env=env, cwd=tmp_path)
     assert_ok(p)
     assert "arch: mlp:64-32-10" in p.stdout
+
+
+# 2: user strings are printed as given, never read as rich markup
+
+@pytest.mark.parametrize("name", ["x[/]y.safetensors", "[red]z[/red] " + "w" * 90 + ".safetensors"])
+def test_paths_and_metadata_print_as_given(tmp_path, name):
+    path = tmp_path / name
+    p = synthnet_cmd("init", "--arch", SMALL, "-o", path)
+    assert_ok(p)
+    assert f"wrote {path} ({SMALL}," in p.stdout  # on one line: a long path is not wrapped either
+    save_weights(path, init_state(SMALL, 0), SMALL, note="[red]kept[/red] [/]")
+    p = synthnet_cmd("inspect", path)
+    assert_ok(p)
+    assert "note: [red]kept[/red] [/]" in p.stdout.splitlines()

@@ -10,12 +10,13 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from synthnet.errors import SynthNetError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SynthNet: turn a random-init weight file into trained weights, without data.")
-console = Console()
+console = Console(markup=False, soft_wrap=True)  # paths and metadata are printed as given: no [markup], no wrapping
 
 
 def command(fn=None, *, name: str | None = None):
@@ -72,7 +73,7 @@ def inspect(
 
     meta, tensors, scores = describe(file, arch, dataset)
     for k, v in meta.items():
-        console.print(f"[bold]{k}[/]: {v}")
+        console.print(Text.assemble((k, "bold"), f": {v}"))
     print_table(tensors, title=str(file))
     print_table(scores, title=f"on {dataset}")
 
