@@ -142,3 +142,22 @@ def test_paths_and_metadata_print_as_given(tmp_path, name):
     p = synthnet_cmd("inspect", path)
     assert_ok(p)
     assert "note: [red]kept[/red] [/]" in p.stdout.splitlines()
+
+
+# 19: usage errors
+
+@pytest.mark.parametrize("args,fragment", [(["synthesize", "--steps", "abc", "x.safetensors", "--model", "m"],
+                                            "'--steps'"),
+                                           (["init", "--arch", SMALL, "--bogus"], "--bogus"),
+                                           (["init", "-o", "x.safetensors"], "'--arch'")])
+def test_usage_errors_are_one_line(tmp_path, args, fragment):
+    assert_error(synthnet_cmd(*args, cwd=tmp_path), fragment)
+    assert not any(tmp_path.iterdir())
+
+
+def test_help_still_works():
+    p = synthnet_cmd("init", "--help")
+    assert_ok(p)
+    assert "--arch" in p.stdout
+    p = synthnet_cmd()  # no arguments: the help, as typer's no_args_is_help gives it
+    assert p.returncode == 2 and "Usage" in p.stdout and "Traceback" not in p.stdout + p.stderr

@@ -12,6 +12,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+try:  # recent typer vendors click as typer._click
+    from typer._click.exceptions import ClickException
+except ImportError:
+    from click.exceptions import ClickException
+
 from synthnet.errors import SynthNetError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -310,4 +315,18 @@ def config_show(preset: Optional[str] = typer.Argument(None, help="tiny | demo |
 
 
 def main() -> None:
-    app()
+    """The `synthnet` command: a usage error (bad option value, unknown option, missing argument) is one
+    `error:` line and exit 2, like every other bad input, instead of typer's boxed panel."""
+    try:
+        code = app(standalone_mode=False)
+    except ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed (no_args_is_help)
+            sys.exit(2)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
