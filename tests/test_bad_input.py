@@ -144,6 +144,21 @@ def test_paths_and_metadata_print_as_given(tmp_path, name):
     assert "note: [red]kept[/red] [/]" in p.stdout.splitlines()
 
 
+# 14: file modes
+
+def test_outputs_respect_the_umask_and_keep_an_overwritten_mode(tmp_path):
+    old = os.umask(0o027)
+    try:
+        path = tmp_path / "w.safetensors"
+        assert_ok(synthnet_cmd("init", "--arch", SMALL, "-o", path))
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        os.chmod(path, 0o604)
+        assert_ok(synthnet_cmd("init", "--arch", SMALL, "--seed", 1, "-o", path))
+        assert stat.S_IMODE(path.stat().st_mode) == 0o604
+    finally:
+        os.umask(old)
+
+
 # 19: usage errors
 
 @pytest.mark.parametrize("args,fragment", [(["synthesize", "--steps", "abc", "x.safetensors", "--model", "m"],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,33 @@ from synthnet.targets import Spec, parse_spec
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+def _temp_beside(path: Path) -> tuple[Path, int]:
+    """Create an empty temp file beside `path`; return it and the mode `path` should get: the mode of the file it
+    replaces, or the one a plain open() gives a new file (0666 less the umask; mkstemp would give 0600)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+            break
+        except FileExistsError:
+            continue
+    try:
+        return tmp, stat.S_IMODE(path.stat().st_mode if path.exists() else os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path) on a temp file beside `path`, then rename it over `path` (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp, mode = _temp_beside(path)
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # after the write: safetensors' save_file replaces the file with a 0600 one
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
