@@ -144,6 +144,45 @@ def test_paths_and_metadata_print_as_given(tmp_path, name):
     assert "note: [red]kept[/red] [/]" in p.stdout.splitlines()
 
 
+# 13: a full disk
+
+def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch, capsys):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", disk], capture_output=True)
+    try:
+        target = disk / "w.safetensors"
+        assert_ok(synthnet_cmd("init", "--arch", SMALL, "-o", target))  # 3 kB: fits
+        before = snapshot(disk)
+        big = ["init", "--arch", "mlp:64-400-10", "-o", target]  # 120 kB: more than the disk holds
+        if mounted.returncode == 0:
+            line = assert_error(synthnet_cmd(*big), str(target), "No space left on device")
+        else:  # no tmpfs (not root): the real write fails with ENOSPC after writing part of the temp file
+            line = enospc_in_process(monkeypatch, capsys, big)
+        assert ".tmp" not in line  # names the file asked for, not the temp file
+        assert_nothing_written(before, disk)
+    finally:
+        if mounted.returncode == 0:
+            subprocess.run(["umount", disk], check=True)
+
+
+def enospc_in_process(monkeypatch, capsys, args: list) -> str:
+    import synthnet.weights as weights
+    from synthnet.cli import main
+
+    def full_disk(tensors, tmp, metadata=None):
+        Path(tmp).write_bytes(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
+
+    monkeypatch.setattr(weights, "save_file", full_disk)
+    monkeypatch.setattr(sys, "argv", ["synthnet", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert exc.value.code == 2 and line.startswith("error: ") and "No space left on device" in line, line
+    return line
+
+
 # 14: file modes
 
 def test_outputs_respect_the_umask_and_keep_an_overwritten_mode(tmp_path):

@@ -36,7 +36,10 @@ def _temp_beside(path: Path) -> tuple[Path, int]:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temp file beside `path`, then rename it over `path` (never half-written)."""
+    """Call write(tmp_path) on a temp file beside `path`, then rename it over `path` (never half-written).
+
+    A failed write (a full disk, say) removes the temp file and raises a SynthNetError naming `path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp, mode = _temp_beside(path)
@@ -44,6 +47,10 @@ def atomic_write(path: Path, write) -> None:
         write(tmp)
         os.chmod(tmp, mode)  # after the write: safetensors' save_file replaces the file with a 0600 one
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise SynthNetError(f"{path}: cannot write ({reason}); the previous file, if any, is unchanged") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
