@@ -144,6 +144,19 @@ def test_paths_and_metadata_print_as_given(tmp_path, name):
     assert "note: [red]kept[/red] [/]" in p.stdout.splitlines()
 
 
+def test_non_finite_outputs_are_never_written(tmp_path, files, model):
+    (init,) = copy_of(files, tmp_path, "small.safetensors")
+    huge = tmp_path / "huge.safetensors"  # finite, but far outside anything the model has seen
+    save_weights(huge, {k: v * 1e30 for k, v in init_state(SMALL, 0).items()}, SMALL)
+    before = snapshot(tmp_path)
+    assert_error(synthnet_cmd("synthesize", init, huge, "--model", model, "--out-dir", tmp_path / "out"),
+                 "NaN or Inf", "nothing written")  # not even the finite output of the first input
+    assert_error(synthnet_cmd("init", "--arch", SMALL, "--init", "normal:1e300", "-o", tmp_path / "inf.safetensors"),
+                 str(tmp_path / "inf.safetensors"), "tensor 0.weight", "NaN or Inf")
+    assert_nothing_written(before, tmp_path)
+    assert_all_finite(tmp_path)
+
+
 # 13: a full disk
 
 def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch, capsys):

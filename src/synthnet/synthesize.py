@@ -19,7 +19,7 @@ from synthnet.errors import SynthNetError
 from synthnet.models import build_denoiser
 from synthnet.targets import Spec, parse_spec
 from synthnet.tokens import Normalizer, from_tokens, layout, to_tokens
-from synthnet.weights import load_weights, save_weights, stack_states
+from synthnet.weights import check_finite, load_weights, save_weights, stack_states
 
 
 def epoch_level(epoch: torch.Tensor | float, epochs: int) -> torch.Tensor:
@@ -133,7 +133,10 @@ def _inputs(paths: list[Path]) -> list[Path]:
 
 def synthesize_files(inputs: list[Path], run: Path, steps: int, out: Path | None = None,
                      out_dir: Path | None = None, arch: str | None = None) -> list[dict]:
-    """Synthesize every input file (grouped by arch, one batch each); returns per-file rows with timing."""
+    """Synthesize every input file (grouped by arch, one batch each); returns per-file rows with timing.
+
+    Every output is computed and checked (finite) before the first is written.
+    """
     files = _inputs(inputs)
     if (out is None) == (out_dir is None):
         raise SynthNetError("give exactly one of -o OUT (one input) or --out-dir DIR")
@@ -141,7 +144,7 @@ def synthesize_files(inputs: list[Path], run: Path, steps: int, out: Path | None
         raise SynthNetError(f"-o takes one input, got {len(files)}; use --out-dir for many")
     synth = load_synthesizer(run)
     loaded = [(f, *load_weights(f, arch)[:2]) for f in files]
-    rows = []
+    results = []  # (input, output, spec, state, seconds)
     for spec_text in sorted({str(s) for _, _, s in loaded}):
         group = [(f, st, s) for f, st, s in loaded if str(s) == spec_text]
         spec = group[0][2]
@@ -150,7 +153,9 @@ def synthesize_files(inputs: list[Path], run: Path, steps: int, out: Path | None
         per_file = (time.perf_counter() - t0) / len(group)
         for i, (f, _, _) in enumerate(group):
             target = out if out is not None else Path(out_dir) / f.name
-            save_weights(target, {k: v[i] for k, v in final.items()}, spec, model_run=str(run), steps=steps,
-                         source=f.name, synth=synth.identity)
-            rows.append({"input": str(f), "output": str(target), "arch": spec_text, "seconds": per_file})
-    return rows
+            state = {k: v[i] for k, v in final.items()}
+            check_finite(state, target)
+            results.append((f, target, spec, state, per_file))
+    for f, target, spec, state, _ in results:
+        save_weights(target, state, spec, model_run=str(run), steps=steps, source=f.name, synth=synth.identity)
+    return [{"input": str(f), "output": str(t), "arch": str(spec), "seconds": sec} for f, t, spec, _, sec in results]

@@ -60,11 +60,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def check_finite(state: dict[str, torch.Tensor], target: Path) -> None:
+    """Refuse a state_dict with a NaN or Inf (as float32) before anything is written to `target`."""
+    for k, v in state.items():
+        if not torch.isfinite(v.detach().to(torch.float32)).all():
+            raise SynthNetError(f"{target}: tensor {k} would contain NaN or Inf (as float32); nothing written")
+
+
 def save_weights(path: Path, state: dict[str, torch.Tensor], spec: Spec | str, **meta: Any) -> None:
-    """Write a plain state_dict as safetensors with metadata synthnet.arch and synthnet.<key> (JSON values)."""
+    """Write a plain state_dict as safetensors with metadata synthnet.arch and synthnet.<key> (JSON values).
+
+    The one writer of weight files: a non-finite tensor raises a SynthNetError and nothing is written.
+    """
     metadata = {"synthnet.arch": str(spec)}
     metadata.update({f"synthnet.{k}": json.dumps(v) for k, v in meta.items() if v is not None})
     tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in state.items()}
+    check_finite(tensors, Path(path))
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
