@@ -144,6 +144,17 @@ def test_paths_and_metadata_print_as_given(tmp_path, name):
     assert "note: [red]kept[/red] [/]" in p.stdout.splitlines()
 
 
+# 10, 11, 12: synthesize
+
+@pytest.mark.parametrize("steps", ["0", "-1"])
+def test_synthesize_steps_at_least_one(tmp_path, files, model, steps):
+    (init,) = copy_of(files, tmp_path, "small.safetensors")
+    before = snapshot(tmp_path)
+    assert_error(synthnet_cmd("synthesize", init, "--model", model, "--steps", steps, "-o", tmp_path / "o.safetensors"),
+                 f"--steps {steps}", "an integer >= 1")
+    assert_nothing_written(before, tmp_path)
+
+
 def test_non_finite_outputs_are_never_written(tmp_path, files, model):
     (init,) = copy_of(files, tmp_path, "small.safetensors")
     huge = tmp_path / "huge.safetensors"  # finite, but far outside anything the model has seen

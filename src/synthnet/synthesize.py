@@ -137,6 +137,8 @@ def synthesize_files(inputs: list[Path], run: Path, steps: int, out: Path | None
 
     Every output is computed and checked (finite) before the first is written.
     """
+    if steps < 1:
+        raise SynthNetError(f"--steps {steps}: accepted: an integer >= 1")
     files = _inputs(inputs)
     if (out is None) == (out_dir is None):
         raise SynthNetError("give exactly one of -o OUT (one input) or --out-dir DIR")
