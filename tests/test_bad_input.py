@@ -168,6 +168,25 @@ def test_non_finite_outputs_are_never_written(tmp_path, files, model):
     assert_all_finite(tmp_path)
 
 
+@pytest.mark.slow
+def test_synthesize_never_overwrites_or_merges_outputs(tmp_path, files, model):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for d in (one, two):
+        d.mkdir()
+        copy_of(files, d, "small.safetensors")
+    before = snapshot(tmp_path)
+    x = one / "small.safetensors"
+    assert_error(synthnet_cmd("synthesize", x, "--model", model, "-o", x), str(x), "refusing to overwrite an input")
+    assert_error(synthnet_cmd("synthesize", "small.safetensors", "--model", model, "-o", x, cwd=one),
+                 "refusing to overwrite an input")  # the same file under another name
+    assert_error(synthnet_cmd("synthesize", one, "--model", model, "--out-dir", one), "refusing to overwrite an input")
+    assert_error(synthnet_cmd("synthesize", one, two, "--model", model, "--out-dir", tmp_path / "out"),
+                 str(one / "small.safetensors"), str(two / "small.safetensors"), "both be written to")
+    assert_nothing_written(before, tmp_path)
+    assert_ok(synthnet_cmd("synthesize", one, "--model", model, "--out-dir", tmp_path / "out"))
+    assert_all_finite(tmp_path)
+
+
 # 13: a full disk
 
 def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch, capsys):

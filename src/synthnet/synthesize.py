@@ -131,11 +131,28 @@ def _inputs(paths: list[Path]) -> list[Path]:
     return files
 
 
+def _targets(files: list[Path], out: Path | None, out_dir: Path | None) -> list[Path]:
+    """Each input's output path; refuses, before anything is written, an output that is an input or that two
+    inputs share (compared as resolved paths)."""
+    targets = [Path(out)] if out is not None else [Path(out_dir) / f.name for f in files]
+    sources = {f.resolve(): f for f in files}
+    seen: dict[Path, Path] = {}
+    for f, t in zip(files, targets):
+        if t.resolve() in sources:
+            raise SynthNetError(f"output {t} is input {sources[t.resolve()]}; refusing to overwrite an input "
+                                "(choose another -o or --out-dir)")
+        if t.resolve() in seen:
+            raise SynthNetError(f"inputs {seen[t.resolve()]} and {f} would both be written to {t}; give them "
+                                "different file names or synthesize them into different --out-dir")
+        seen[t.resolve()] = f
+    return targets
+
+
 def synthesize_files(inputs: list[Path], run: Path, steps: int, out: Path | None = None,
                      out_dir: Path | None = None, arch: str | None = None) -> list[dict]:
     """Synthesize every input file (grouped by arch, one batch each); returns per-file rows with timing.
 
-    Every output is computed and checked (finite) before the first is written.
+    Every output is computed and checked (finite, not an input, not shared) before the first is written.
     """
     if steps < 1:
         raise SynthNetError(f"--steps {steps}: accepted: an integer >= 1")
@@ -144,6 +161,7 @@ def synthesize_files(inputs: list[Path], run: Path, steps: int, out: Path | None
         raise SynthNetError("give exactly one of -o OUT (one input) or --out-dir DIR")
     if out is not None and len(files) != 1:
         raise SynthNetError(f"-o takes one input, got {len(files)}; use --out-dir for many")
+    target_of = dict(zip(files, _targets(files, out, out_dir)))
     synth = load_synthesizer(run)
     loaded = [(f, *load_weights(f, arch)[:2]) for f in files]
     results = []  # (input, output, spec, state, seconds)
@@ -154,10 +172,9 @@ def synthesize_files(inputs: list[Path], run: Path, steps: int, out: Path | None
         final = synth.run(spec, stack_states([st for _, st, _ in group]), steps)[-1]
         per_file = (time.perf_counter() - t0) / len(group)
         for i, (f, _, _) in enumerate(group):
-            target = out if out is not None else Path(out_dir) / f.name
             state = {k: v[i] for k, v in final.items()}
-            check_finite(state, target)
-            results.append((f, target, spec, state, per_file))
+            check_finite(state, target_of[f])
+            results.append((f, target_of[f], spec, state, per_file))
     for f, target, spec, state, _ in results:
         save_weights(target, state, spec, model_run=str(run), steps=steps, source=f.name, synth=synth.identity)
     return [{"input": str(f), "output": str(t), "arch": str(spec), "seconds": sec} for f, t, spec, _, sec in results]
