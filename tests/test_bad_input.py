@@ -144,6 +144,36 @@ def test_paths_and_metadata_print_as_given(tmp_path, name):
     assert "note: [red]kept[/red] [/]" in p.stdout.splitlines()
 
 
+# 3: absurd widths, and an allocation that fails
+
+@pytest.mark.parametrize("width", ["100000000", "2000000000", "100000000000000000000", "9" * 5000])
+def test_absurd_width_is_one_line(tmp_path, width):
+    spec = f"mlp:64-{width}-10"
+    assert_error(synthnet_cmd("init", "--arch", spec, "-o", tmp_path / "x.safetensors"), spec,
+                 "at most 100,000,000 parameters")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="measures the address space in /proc")
+def test_failed_allocation_is_one_line(tmp_path):
+    """With 200 MB of address space to spare after start-up, a small init works and a 390 MB one (under the
+    parameter cap) cannot allocate."""
+    probe = subprocess.run([sys.executable, "-c", "import synthnet.cli, synthnet.targets, synthnet.weights; "
+                            "print(open('/proc/self/status').read())"], env=ENV, capture_output=True, text=True)
+    peak_kb = next(int(line.split()[1]) for line in probe.stdout.splitlines() if line.startswith("VmPeak:"))
+    room = (peak_kb + 200 * 1024) * 1024
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (room, room))
+
+    assert_ok(synthnet_cmd("init", "--arch", SMALL, "-o", tmp_path / "small.safetensors", preexec_fn=limit))
+    before = snapshot(tmp_path)
+    big = "mlp:64-1300000-10"
+    assert_error(synthnet_cmd("init", "--arch", big, "-o", tmp_path / "big.safetensors", preexec_fn=limit),
+                 f"arch {big}: cannot allocate its 97,500,010 parameters")
+    assert_nothing_written(before, tmp_path)
+
+
 # 10, 11, 12: synthesize
 
 @pytest.mark.parametrize("steps", ["0", "-1"])
