@@ -288,3 +288,17 @@ def test_help_still_works():
     assert "--arch" in p.stdout
     p = synthnet_cmd()  # no arguments: the help, as typer's no_args_is_help gives it
     assert p.returncode == 2 and "Usage" in p.stdout and "Traceback" not in p.stdout + p.stderr
+
+
+# 20: seeds
+
+@pytest.mark.parametrize("seed", [str(2**64), "-1", str(10**30)])
+def test_seed_out_of_range(tmp_path, seed):
+    assert_error(synthnet_cmd("init", "--arch", SMALL, "--seed", seed, "-o", tmp_path / "x.safetensors"),
+                 f"seed {seed} out of range", "accepted: 0 to 2**64 - 1")
+    assert_error(synthnet_cmd("zoo", "--out", tmp_path / "zoo", "--seeds", f"0,{seed}"), f"seed {seed} out of range")
+    assert not any(tmp_path.iterdir())
+
+
+def test_largest_seed_works(tmp_path):
+    assert_ok(synthnet_cmd("init", "--arch", SMALL, "--seed", str(2**64 - 1), "-o", tmp_path / "x.safetensors"))

@@ -22,6 +22,7 @@ from synthnet.errors import SynthNetError
 GRAMMAR = "mlp:<in>-<hidden>-...-<classes> (e.g. mlp:64-32-10) or cnn:<C>x<H>x<W>-<ch>-...-<classes> / cnn:<C>x<L>-<ch>-...-<classes> (e.g. cnn:1x8x8-8-16-10)"
 INITS = ("default", "kaiming_normal", "xavier_uniform", "xavier_normal", "normal:<std>")
 MAX_PARAMS = 10**8  # 400 MB of float32 per network: far past any target SynthNet trains on, short of a crash
+SEEDS = range(2**64)  # what torch.manual_seed takes without aliasing (a negative seed wraps onto a positive one)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,13 @@ def parse_spec(text: str) -> Spec:
     return spec
 
 
+def check_seed(seed: int) -> int:
+    """`seed` if torch.manual_seed takes it as itself, else a one-line error with the accepted range."""
+    if seed not in SEEDS:
+        raise SynthNetError(f"seed {seed} out of range; accepted: 0 to 2**64 - 1")
+    return seed
+
+
 def build_module(spec: Spec | str) -> nn.Sequential:
     """The plain torch module a spec documents; its parameters are PyTorch's default init."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
@@ -136,7 +144,7 @@ def _apply_scheme(module: nn.Module, scheme: str, gen: torch.Generator) -> None:
 def init_state(spec: Spec | str, seed: int, scheme: str = "default") -> dict[str, torch.Tensor]:
     """THE random init: torch.manual_seed(seed), construct the module (default), or redraw with `scheme`."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    torch.manual_seed(seed)
+    torch.manual_seed(check_seed(seed))
     try:
         module = build_module(spec)
         if scheme != "default":

@@ -24,7 +24,7 @@ from synthnet.data import Dataset, load_dataset
 from synthnet.errors import SynthNetError
 from synthnet.evaluate import evaluate, logits_per_set
 from synthnet.progress import progress
-from synthnet.targets import Spec, init_state, parse_spec
+from synthnet.targets import Spec, check_seed, init_state, parse_spec
 from synthnet.weights import load_weights, read_metadata, save_weights, stack_states
 
 MANIFEST = "manifest.jsonl"
@@ -44,15 +44,17 @@ def parse_seeds(text: str) -> list[int]:
     """`A:B` (half-open range) or a comma list `1,5,9`."""
     try:
         if ":" in text:
-            a, b = text.split(":")
-            seeds = list(range(int(a), int(b)))
+            a, b = (int(v) for v in text.split(":"))
+            ends = [a, b - 1] if b > a else []
         else:
-            seeds = [int(s) for s in text.split(",") if s.strip()]
+            ends = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise SynthNetError(f"bad seeds {text!r}; use A:B (half-open) or a comma list like 1,5,9") from None
-    if not seeds:
+    if not ends:
         raise SynthNetError(f"seeds {text!r} is empty")
-    return seeds
+    for s in ends:  # before a range is listed: 0:10**30 would exhaust memory first
+        check_seed(s)
+    return list(range(a, b)) if ":" in text else ends
 
 
 def train_many(spec: Spec, seeds: list[int], data: Dataset, recipe: Recipe,
