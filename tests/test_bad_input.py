@@ -174,6 +174,20 @@ def test_failed_allocation_is_one_line(tmp_path):
     assert_nothing_written(before, tmp_path)
 
 
+# 4, 5, 6: datasets against the arch
+
+@pytest.mark.slow
+def test_idx_with_too_few_training_images(tmp_path, files):
+    (init,) = copy_of(files, tmp_path, "small.safetensors")
+    five, six = write_idx_dir(tmp_path / "five", 5), write_idx_dir(tmp_path / "six", 6)
+    assert_ok(synthnet_cmd("init", "--arch", "mlp:16-4-10", "-o", init))
+    before = snapshot(tmp_path)
+    assert_error(synthnet_cmd("inspect", init, "--dataset", five), str(tmp_path / "five"), "5 training",
+                 "at least 6 training images")
+    assert_ok(synthnet_cmd("inspect", init, "--dataset", six))
+    assert_nothing_written(before, tmp_path)
+
+
 # 10, 11, 12: synthesize
 
 @pytest.mark.parametrize("steps", ["0", "-1"])

@@ -18,6 +18,7 @@ import torch
 from synthnet.errors import SynthNetError
 
 DATASETS = ("digits", "mnist1d", "idx:<dir>")
+MIN_IDX_TRAIN = 6  # an IDX train set gives len // 6 images to val: with fewer, val is empty and x[:-0] empties train
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,9 @@ def _idx(root: Path) -> Dataset:
             raise SynthNetError(f"{root}: {prefix} has {len(x)} images but {len(y)} labels")
         parts[split] = (x.reshape(len(x), -1).astype(np.float32) / 255.0, y.astype(np.int64))
     (x, y), (x_te, y_te) = parts["train"], parts["test"]
+    if len(x) < MIN_IDX_TRAIN or not len(x_te):
+        raise SynthNetError(f"{root}: {len(x)} training and {len(x_te)} test images; needs at least "
+                            f"{MIN_IDX_TRAIN} training images (one in six is held out for val) and 1 test image")
     n_val = min(5000, len(x) // 6)
     return _make(f"idx:{root}", x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:], x_te, y_te)
 
