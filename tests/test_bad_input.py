@@ -188,6 +188,38 @@ def test_idx_with_too_few_training_images(tmp_path, files):
     assert_nothing_written(before, tmp_path)
 
 
+@pytest.mark.slow
+def test_labels_beyond_the_arch_classes(tmp_path, files):
+    five_classes, idx16 = tmp_path / "five.safetensors", tmp_path / "idx16.safetensors"
+    assert_ok(synthnet_cmd("init", "--arch", "mlp:64-8-5", "-o", five_classes))
+    assert_ok(synthnet_cmd("init", "--arch", "mlp:16-8-10", "-o", idx16))
+    label_255 = write_idx_dir(tmp_path / "idx", 12, top_label=255)
+    before = snapshot(tmp_path)
+    assert_error(synthnet_cmd("inspect", five_classes, "--dataset", "digits"), str(five_classes),
+                 "arch mlp:64-8-5 has 5 classes, digits has labels 0 to 9")
+    assert_error(synthnet_cmd("inspect", idx16, "--dataset", label_255), "has 10 classes", "labels 0 to 255")
+    assert_error(synthnet_cmd("zoo", "--out", tmp_path / "zoo", "--arch", "mlp:64-8-5", "--seeds", "0:2"),
+                 "arch mlp:64-8-5 has 5 classes, digits has labels 0 to 9")
+    assert_nothing_written(before, tmp_path)
+    assert not (tmp_path / "zoo").exists()
+
+
+@pytest.mark.slow
+def test_zoo_and_eval_check_features(tmp_path, model):
+    zoo = tmp_path / "zoo"
+    build_zoo(zoo, [SMALL], "digits", [0, 1], Recipe(epochs=1))
+    load_zoo(zoo, SMALL)  # writes the zoo's pack cache, as eval's first read does
+    idx = write_idx_dir(tmp_path / "idx", 12)
+    before = snapshot(tmp_path)
+    assert_error(synthnet_cmd("zoo", "--out", tmp_path / "zoo2", "--arch", "mlp:16-8-10", "--seeds", "0:2"),
+                 "arch mlp:16-8-10 takes 16 features, digits has 64")
+    assert not (tmp_path / "zoo2").exists()
+    assert_error(synthnet_cmd("eval", "--model", model, "--zoo", zoo, "--arch", SMALL, "--dataset", idx, "--seeds",
+                              "100000:100002", "--k-max", 1, "--out", tmp_path / "eval"),
+                 f"arch {SMALL} takes 64 features, {idx} has 16")
+    assert_nothing_written(before, tmp_path)
+
+
 # 10, 11, 12: synthesize
 
 @pytest.mark.parametrize("steps", ["0", "-1"])

@@ -135,15 +135,16 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
     tasks: orchestrate.cluster.ray_map); by default they run here, in `workers` processes.
     """
     out = Path(out).resolve()  # chunks may run in another working directory
+    specs, data = [parse_spec(a) for a in archs], load_dataset(dataset)  # fail fast, before anything is written
+    for spec in specs:
+        data.check_arch(spec)
     out.mkdir(parents=True, exist_ok=True)
-    load_dataset(dataset)  # fail fast on a bad dataset name
     done = defaultdict(set)
     if (out / MANIFEST).is_file():
         for r in read_manifest(out):
             done[(r["arch"], r["seed"])].add(r["epoch"])
     jobs = []
-    for arch in archs:
-        spec = parse_spec(arch)
+    for spec in specs:
         todo = [s for s in seeds if len(done[(str(spec), s)]) < recipe.epochs + 1]
         per = max(1, min(chunk, -(-len(todo) // max(workers, 1))))
         jobs += [(str(out), str(spec), dataset, todo[i:i + per], recipe, 1 if workers > 1 else 0)
