@@ -9,6 +9,7 @@ each network's gradient, and therefore its Adam update, is exactly its own.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -38,6 +39,15 @@ class Recipe:
     epochs: int = 30  # passes over the train split
     lr: float = 3e-3  # Adam learning rate
     batch: int = 32  # minibatch size; the last partial batch is kept
+
+    def __post_init__(self):
+        """Refuse a recipe no run can follow, naming the `synthnet zoo` option and its accepted range."""
+        if not self.epochs >= 1:
+            raise SynthNetError(f"--epochs {self.epochs}: accepted: an integer >= 1")
+        if not self.batch >= 1:
+            raise SynthNetError(f"--batch {self.batch}: accepted: an integer >= 1")
+        if not 0 < self.lr < math.inf:
+            raise SynthNetError(f"--lr {self.lr}: accepted: a finite number > 0")
 
 
 def parse_seeds(text: str) -> list[int]:
