@@ -328,6 +328,57 @@ def test_outputs_respect_the_umask_and_keep_an_overwritten_mode(tmp_path):
         os.umask(old)
 
 
+# 16: zoo workers die with the zoo
+
+def descendants(pid: int) -> list[int]:
+    parent_of = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent_of[int(stat_file.parent.name)] = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [c for c, p in parent_of.items() if p == parent]
+        out += kids
+        todo += kids
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table from /proc")
+def test_zoo_workers_exit_when_the_zoo_is_killed(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "synthnet", "zoo", "--out", tmp_path / "zoo", "--arch", SMALL,
+                             "--seeds", "0:64", "--epochs", "30", "--workers", "2"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            workers = descendants(proc.pid)
+        assert len(workers) >= 2 and proc.poll() is None, "the zoo never started its 2 workers"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while any(map(alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [w for w in workers if alive(w)], "workers outlived the zoo process"
+    finally:
+        proc.kill()
+        for w in workers:
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
+
+
 # 19: usage errors
 
 @pytest.mark.parametrize("args,fragment", [(["synthesize", "--steps", "abc", "x.safetensors", "--model", "m"],

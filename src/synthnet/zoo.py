@@ -8,8 +8,13 @@ each network's gradient, and therefore its Adam update, is exactly its own.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
+import os
+import signal
+import sys
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +34,7 @@ from synthnet.targets import Spec, check_seed, init_state, parse_spec
 from synthnet.weights import load_weights, read_metadata, save_weights, stack_states
 
 MANIFEST = "manifest.jsonl"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal a process gets when its parent dies
 Pool = Callable[[Callable, list], Iterable]  # like map(fn, jobs): results in job order
 
 
@@ -102,6 +108,22 @@ def run_dir(spec: Spec, seed: int) -> str:
     return f"{str(spec).replace(':', '_')}/seed{seed:05d}"
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool-worker initializer: exit when the zoo process dies (a SIGKILL of it would leave us training on)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:  # no death signal: poll for the reparenting that the parent's death causes
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before the death signal was armed
+        os._exit(1)
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
+
+
 def _train_chunk(args: tuple) -> list[dict]:
     """Train and save one chunk of seeds; return its manifest rows (written by the parent)."""
     out, arch, dataset, seeds, recipe, threads = args
@@ -164,7 +186,8 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
     with progress() as bar:
         task = bar.add_task("zoo runs", total=total)
         if pool is None:
-            pool = ProcessPoolExecutor(workers).map if workers > 1 and len(jobs) > 1 else map
+            pool = (ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)).map
+                    if workers > 1 and len(jobs) > 1 else map)
         for job, rows in zip(jobs, pool(_train_chunk, jobs)):
             with open(out / MANIFEST, "a") as f:  # rows of a finished chunk only: a crash loses no finished run
                 f.write("".join(json.dumps(r) + "\n" for r in rows))
