@@ -231,6 +231,38 @@ def test_zoo_recipe_options(tmp_path, option, value, accepted):
     assert not (tmp_path / "zoo").exists()
 
 
+# 9: run directories whose checkpoint is not one
+
+def corrupt(kind: str, path: Path, good: Path) -> None:
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "truncated":
+        data = good.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif kind == "blocked global":
+        torch.save({"synth": Path("x")}, path)
+    else:  # a real torch file that holds no synthesizer
+        torch.save({"step": torch.zeros(3)}, path)
+
+
+@pytest.mark.parametrize("kind,why", [("empty", "truncated or corrupt"), ("random", "truncated or corrupt"),
+                                      ("truncated", "truncated or corrupt"),
+                                      ("blocked global", "holds a pathlib.PosixPath object"),
+                                      ("no synthesizer", "no 'synth' entry")])
+def test_corrupt_checkpoint_is_one_line(tmp_path, files, model, kind, why):
+    (init,) = copy_of(files, tmp_path, "small.safetensors")
+    run = tmp_path / "run"
+    run.mkdir()
+    corrupt(kind, run / "best.pt", model / "best.pt")
+    before = snapshot(tmp_path)
+    line = assert_error(synthnet_cmd("synthesize", init, "--model", run, "-o", tmp_path / "out.safetensors"),
+                        f"{run / 'best.pt'}: not a SynthNet checkpoint", why)
+    assert "weights_only" not in line
+    assert_nothing_written(before, tmp_path)
+
+
 # 10, 11, 12: synthesize
 
 @pytest.mark.parametrize("steps", ["0", "-1"])

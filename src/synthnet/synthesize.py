@@ -17,6 +17,7 @@ from torch import nn
 from synthnet.config import Config, from_yaml, to_yaml
 from synthnet.errors import SynthNetError
 from synthnet.models import build_denoiser
+from synthnet.runlog import load_checkpoint
 from synthnet.targets import Spec, parse_spec
 from synthnet.tokens import Normalizer, from_tokens, layout, to_tokens
 from synthnet.weights import check_finite, load_weights, save_weights, stack_states
@@ -118,8 +119,13 @@ def load_synthesizer(run: Path, which: str = "best") -> Synthesizer:
         have = sorted(p.stem for p in Path(run).glob("*.pt"))
         raise SynthNetError(f"{run}: no {which}.pt checkpoint (found: {', '.join(have) or 'none'}); "
                             "train one with `synthnet train`")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return Synthesizer.from_checkpoint(ckpt["synth"], str(run), str(path))
+    ckpt = load_checkpoint(path)
+    try:
+        return Synthesizer.from_checkpoint(ckpt["synth"], str(run), str(path))
+    except KeyError as exc:
+        raise SynthNetError(f"{path}: not a SynthNet checkpoint (no {exc.args[0]!r} entry)") from None
+    except RuntimeError:  # load_state_dict: the model weights do not fit the model its config builds
+        raise SynthNetError(f"{path}: not a SynthNet checkpoint (its model weights do not fit its config)") from None
 
 
 def _inputs(paths: list[Path]) -> list[Path]:
