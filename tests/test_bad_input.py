@@ -220,13 +220,14 @@ def test_zoo_and_eval_check_features(tmp_path, model):
     assert_nothing_written(before, tmp_path)
 
 
-# 8: the zoo recipe
+# 8: the zoo recipe (and --workers, the same kind of option)
 
 @pytest.mark.parametrize("option,value,accepted", [("--batch", "0", "an integer >= 1"),
                                                    ("--epochs", "-1", "an integer >= 1"),
                                                    ("--lr", "-1", "a finite number > 0"),
-                                                   ("--lr", "nan", "a finite number > 0")])
-def test_zoo_recipe_options(tmp_path, option, value, accepted):
+                                                   ("--lr", "nan", "a finite number > 0"),
+                                                   ("--workers", "0", "an integer >= 1")])
+def test_zoo_options(tmp_path, option, value, accepted):
     assert_error(synthnet_cmd("zoo", "--out", tmp_path / "zoo", "--seeds", "0:2", option, value), option, accepted)
     assert not (tmp_path / "zoo").exists()
 

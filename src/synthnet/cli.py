@@ -113,7 +113,7 @@ def zoo(
 
             pool, cpus = ray_map(ray_address)
         stats = build_zoo(out, [a for a in arch.split(",") if a], dataset, parse_seeds(seeds),
-                          Recipe(epochs, lr, batch), workers or cpus, pool=pool)
+                          Recipe(epochs, lr, batch), cpus if workers is None else workers, pool=pool)
         console.print(f"trained {stats['trained']} runs, skipped {stats['skipped']} finished, "
                       f"{stats['seconds']:.1f} s")
     print_table(summarize(out), title=f"zoo {out}: test accuracy by epoch")

@@ -166,6 +166,8 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
     workers: chunks of seeds run at once. pool(fn, jobs) -> results in job order runs the chunks elsewhere (Ray
     tasks: orchestrate.cluster.ray_map); by default they run here, in `workers` processes.
     """
+    if workers < 1:
+        raise SynthNetError(f"--workers {workers}: accepted: an integer >= 1")
     out = Path(out).resolve()  # chunks may run in another working directory
     specs, data = [parse_spec(a) for a in archs], load_dataset(dataset)  # fail fast, before anything is written
     for spec in specs:
