@@ -44,7 +44,7 @@ def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp, mode = _temp_beside(path)
     try:
-        write(tmp)
+        write(str(tmp))  # a str, as mkstemp gave: some writers (OpenEXR) take no Path
         os.chmod(tmp, mode)  # after the write: safetensors' save_file replaces the file with a 0600 one
         os.replace(tmp, path)
     except (OSError, SafetensorError) as exc:
