@@ -224,6 +224,7 @@ def test_zoo_and_eval_check_features(tmp_path, model):
 
 @pytest.mark.parametrize("option,value,accepted", [("--batch", "0", "an integer >= 1"),
                                                    ("--epochs", "-1", "an integer >= 1"),
+                                                   ("--epochs", "0", "an integer >= 1"),
                                                    ("--lr", "-1", "a finite number > 0"),
                                                    ("--lr", "nan", "a finite number > 0"),
                                                    ("--workers", "0", "an integer >= 1")])

@@ -47,9 +47,8 @@ class Recipe:
     batch: int = 32  # minibatch size; the last partial batch is kept
 
     def __post_init__(self):
-        """Refuse a recipe no run can follow, naming the `synthnet zoo` option and its accepted range."""
-        if not self.epochs >= 1:
-            raise SynthNetError(f"--epochs {self.epochs}: accepted: an integer >= 1")
+        """Refuse a recipe no run can follow, naming the `synthnet zoo` option and its accepted range (epochs = 0
+        is a recipe, the init itself; build_zoo asks for more)."""
         if not self.batch >= 1:
             raise SynthNetError(f"--batch {self.batch}: accepted: an integer >= 1")
         if not 0 < self.lr < math.inf:
@@ -166,6 +165,8 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
     workers: chunks of seeds run at once. pool(fn, jobs) -> results in job order runs the chunks elsewhere (Ray
     tasks: orchestrate.cluster.ray_map); by default they run here, in `workers` processes.
     """
+    if recipe.epochs < 1:  # epoch 0 alone gives the denoiser nothing to learn (and epoch_level divides by 0)
+        raise SynthNetError(f"--epochs {recipe.epochs}: accepted: an integer >= 1")
     if workers < 1:
         raise SynthNetError(f"--workers {workers}: accepted: an integer >= 1")
     out = Path(out).resolve()  # chunks may run in another working directory
