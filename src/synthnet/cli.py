@@ -10,13 +10,19 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+try:  # recent typer vendors click as typer._click
+    from typer._click.exceptions import ClickException
+except ImportError:
+    from click.exceptions import ClickException
 
 from synthnet.config import Config
 from synthnet.errors import SynthNetError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SynthNet: turn a random-init weight file into trained weights, without data.")
-console = Console()
+console = Console(markup=False, soft_wrap=True)  # paths and metadata are printed as given: no [markup], no wrapping
 DEFAULTS = Config()  # the one config schema's defaults, shown by the commands that take them as options
 
 
@@ -74,7 +80,7 @@ def inspect(
 
     meta, tensors, scores = describe(file, arch, dataset)
     for k, v in meta.items():
-        console.print(f"[bold]{k}[/]: {v}")
+        console.print(Text.assemble((k, "bold"), f": {v}"))
     print_table(tensors, title=str(file))
     print_table(scores, title=f"on {dataset}")
 
@@ -109,7 +115,7 @@ def zoo(
 
             pool, cpus = ray_map(ray_address)
         stats = build_zoo(out, [a for a in arch.split(",") if a], dataset, parse_seeds(seeds),
-                          Recipe(epochs, lr, batch), workers or cpus, pool=pool)
+                          Recipe(epochs, lr, batch), cpus if workers is None else workers, pool=pool)
         console.print(f"trained {stats['trained']} runs, skipped {stats['skipped']} finished, "
                       f"{stats['seconds']:.1f} s")
     print_table(summarize(out), title=f"zoo {out}: test accuracy by epoch")
@@ -318,4 +324,18 @@ def config_show(preset: Optional[str] = typer.Argument(None, help="tiny | demo |
 
 
 def main() -> None:
-    app()
+    """The `synthnet` command: a usage error (bad option value, unknown option, missing argument) is one
+    `error:` line and exit 2, like every other bad input, instead of typer's boxed panel."""
+    try:
+        code = app(standalone_mode=False)
+    except ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed (no_args_is_help)
+            sys.exit(2)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 
 from synthnet.errors import SynthNetError
+from synthnet.targets import Spec
 
 DATASETS = ("digits", "mnist1d", "idx:<dir>")
+MIN_IDX_TRAIN = 6  # an IDX train set gives len // 6 images to val: with fewer, val is empty and x[:-0] empties train
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,17 @@ class Dataset:
         if name not in ("train", "val", "test"):
             raise SynthNetError(f"unknown split {name!r}; accepted: train, val, test")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def check_arch(self, spec: Spec, source: str = "") -> None:
+        """Raise unless `spec` takes this dataset's features and has a class for every label (source: a prefix
+        naming the file or command at fault)."""
+        where = f"{source}: " if source else ""
+        if spec.n_features != self.n_features:
+            raise SynthNetError(f"{where}arch {spec} takes {spec.n_features} features, {self.name} has "
+                                f"{self.n_features}")
+        if spec.classes < self.n_classes:
+            raise SynthNetError(f"{where}arch {spec} has {spec.classes} classes, {self.name} has labels 0 to "
+                                f"{self.n_classes - 1}; accepted: an arch with at least {self.n_classes} classes")
 
 
 def _make(name, x_tr, y_tr, x_va, y_va, x_te, y_te) -> Dataset:
@@ -117,6 +130,9 @@ def _idx(root: Path) -> Dataset:
             raise SynthNetError(f"{root}: {prefix} has {len(x)} images but {len(y)} labels")
         parts[split] = (x.reshape(len(x), -1).astype(np.float32) / 255.0, y.astype(np.int64))
     (x, y), (x_te, y_te) = parts["train"], parts["test"]
+    if len(x) < MIN_IDX_TRAIN or not len(x_te):
+        raise SynthNetError(f"{root}: {len(x)} training and {len(x_te)} test images; needs at least "
+                            f"{MIN_IDX_TRAIN} training images (one in six is held out for val) and 1 test image")
     n_val = min(5000, len(x) // 6)
     return _make(f"idx:{root}", x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:], x_te, y_te)
 

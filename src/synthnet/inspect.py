@@ -25,9 +25,7 @@ def describe(path: Path, arch: str | None = None, dataset: str | None = None) ->
     scores = []
     if dataset:
         data = load_dataset(dataset)
-        if data.n_features != spec.n_features:
-            from synthnet.errors import SynthNetError
-            raise SynthNetError(f"{path}: arch {spec} takes {spec.n_features} features, {dataset} has {data.n_features}")
+        data.check_arch(spec, str(path))
         batch = {k: v[None] for k, v in state.items()}
         for split in ("train", "val", "test"):
             s = evaluate(spec, batch, *data.split(split))

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
+import re
+import warnings
 from pathlib import Path
 
 from typing import Any, Iterator, Sequence
@@ -60,7 +63,25 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """torch.load(weights_only=True) of a save_checkpoint file; any other file raises a SynthNetError naming it.
+
+    torch's own errors are no use here: an empty file raises EOFError (which typer turns into a bare "Aborted."),
+    and a blocked global comes with advice to pass weights_only=False, which SynthNet never does.
+    """
+    if not Path(path).is_file():
+        raise SynthNetError(f"{path}: no such checkpoint file")
+    try:
+        with warnings.catch_warnings():  # random bytes can look like an unknown pickle protocol: a warning, then junk
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as exc:
+        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        why = (f"it holds a {blocked.group(1)} object; checkpoints hold tensors and plain values only" if blocked
+               else "truncated or corrupt")
+        raise SynthNetError(f"{path}: not a SynthNet checkpoint ({why})") from None
+    if not isinstance(ckpt, dict):
+        raise SynthNetError(f"{path}: not a SynthNet checkpoint (it holds a {type(ckpt).__name__}, not a dict)")
+    return ckpt
 
 
 def save_training_state(path: Path, synth, opt: torch.optim.Optimizer, g: torch.Generator, step: int, best: float,

@@ -17,10 +17,11 @@ from torch import nn
 from synthnet.config import Config, from_yaml, to_yaml
 from synthnet.errors import SynthNetError
 from synthnet.models import build_denoiser
+from synthnet.runlog import load_checkpoint
 from synthnet.seeds import Record
 from synthnet.targets import Spec, parse_spec
 from synthnet.tokens import Normalizer, from_tokens, layout, to_tokens
-from synthnet.weights import load_weights, save_weights, stack_states
+from synthnet.weights import check_finite, load_weights, save_weights, stack_states
 
 
 def epoch_level(epoch: torch.Tensor | float, epochs: int) -> torch.Tensor:
@@ -127,8 +128,13 @@ def load_synthesizer(run: Path, which: str = "best") -> Synthesizer:
         have = sorted(p.stem for p in Path(run).glob("*.pt"))
         raise SynthNetError(f"{run}: no {which}.pt checkpoint (found: {', '.join(have) or 'none'}); "
                             "train one with `synthnet train`")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return Synthesizer.from_checkpoint(ckpt["synth"], str(run), str(path))
+    ckpt = load_checkpoint(path)
+    try:
+        return Synthesizer.from_checkpoint(ckpt["synth"], str(run), str(path))
+    except KeyError as exc:
+        raise SynthNetError(f"{path}: not a SynthNet checkpoint (no {exc.args[0]!r} entry)") from None
+    except RuntimeError:  # load_state_dict: the model weights do not fit the model its config builds
+        raise SynthNetError(f"{path}: not a SynthNet checkpoint (its model weights do not fit its config)") from None
 
 
 def _inputs(paths: list[Path]) -> list[Path]:
@@ -140,19 +146,42 @@ def _inputs(paths: list[Path]) -> list[Path]:
     return files
 
 
+def _targets(files: list[Path], out: Path | None, out_dir: Path | None) -> list[Path]:
+    """Each input's output path; refuses, before anything is written, an output that is an input or that two
+    inputs share (compared as resolved paths)."""
+    targets = [Path(out)] if out is not None else [Path(out_dir) / f.name for f in files]
+    sources = {f.resolve(): f for f in files}
+    seen: dict[Path, Path] = {}
+    for f, t in zip(files, targets):
+        if t.resolve() in sources:
+            raise SynthNetError(f"output {t} is input {sources[t.resolve()]}; refusing to overwrite an input "
+                                "(choose another -o or --out-dir)")
+        if t.resolve() in seen:
+            raise SynthNetError(f"inputs {seen[t.resolve()]} and {f} would both be written to {t}; give them "
+                                "different file names or synthesize them into different --out-dir")
+        seen[t.resolve()] = f
+    return targets
+
+
 def synthesize_files(inputs: list[Path], run: Path, steps: int | None = None, out: Path | None = None,
                      out_dir: Path | None = None, arch: str | None = None) -> list[dict]:
     """Synthesize every input file (grouped by arch, one batch each) with `steps` denoising steps (default: the
-    model's val-best K); returns per-file rows with timing."""
+    model's val-best K); returns per-file rows with timing.
+
+    Every output is computed and checked (finite, not an input, not shared) before the first is written.
+    """
+    if steps is not None and steps < 1:
+        raise SynthNetError(f"--steps {steps}: accepted: an integer >= 1")
     files = _inputs(inputs)
     if (out is None) == (out_dir is None):
         raise SynthNetError("give exactly one of -o OUT (one input) or --out-dir DIR")
     if out is not None and len(files) != 1:
         raise SynthNetError(f"-o takes one input, got {len(files)}; use --out-dir for many")
+    target_of = dict(zip(files, _targets(files, out, out_dir)))
     synth = load_synthesizer(run)
     steps = synth.best_k if steps is None else steps
     loaded = [(f, *load_weights(f, arch)[:2]) for f in files]
-    rows = []
+    results = []  # (input, output, spec, state, seconds)
     for spec_text in sorted({str(s) for _, _, s in loaded}):
         group = [(f, st, s) for f, st, s in loaded if str(s) == spec_text]
         spec = group[0][2]
@@ -160,9 +189,10 @@ def synthesize_files(inputs: list[Path], run: Path, steps: int | None = None, ou
         final = synth.run(spec, stack_states([st for _, st, _ in group]), steps)[-1]
         per_file = (time.perf_counter() - t0) / len(group)
         for i, (f, _, _) in enumerate(group):
-            target = out if out is not None else Path(out_dir) / f.name
-            save_weights(target, {k: v[i] for k, v in final.items()}, spec, model_run=str(run), steps=steps,
-                         source=f.name, synth=synth.identity)
-            rows.append({"input": str(f), "output": str(target), "arch": spec_text, "seconds": per_file,
-                         "steps": steps})
-    return rows
+            state = {k: v[i] for k, v in final.items()}
+            check_finite(state, target_of[f])
+            results.append((f, target_of[f], spec, state, per_file))
+    for f, target, spec, state, _ in results:
+        save_weights(target, state, spec, model_run=str(run), steps=steps, source=f.name, synth=synth.identity)
+    return [{"input": str(f), "output": str(t), "arch": str(spec), "seconds": sec, "steps": steps}
+            for f, t, spec, _, sec in results]

@@ -21,6 +21,8 @@ from synthnet.errors import SynthNetError
 
 GRAMMAR = "mlp:<in>-<hidden>-...-<classes> (e.g. mlp:64-32-10) or cnn:<C>x<H>x<W>-<ch>-...-<classes> / cnn:<C>x<L>-<ch>-...-<classes> (e.g. cnn:1x8x8-8-16-10)"
 INITS = ("default", "kaiming_normal", "xavier_uniform", "xavier_normal", "normal:<std>")
+MAX_PARAMS = 10**8  # 400 MB of float32 per network: far past any target SynthNet trains on, short of a crash
+SEEDS = range(2**64)  # what torch.manual_seed takes without aliasing (a negative seed wraps onto a positive one)
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,27 @@ def parse_spec(text: str) -> Spec:
     if not m:
         raise SynthNetError(f"bad arch spec {text!r}; grammar: {GRAMMAR}")
     kind, head, rest = m.group(1), m.group(2), m.group(3)
-    in_shape = tuple(int(v) for v in head.split("x"))
-    sizes = [int(v) for v in rest[1:].split("-")]
+    too_big = f"accepted: at most {MAX_PARAMS:,} parameters"
+    try:
+        in_shape = tuple(int(v) for v in head.split("x"))
+        sizes = [int(v) for v in rest[1:].split("-")]
+    except ValueError:  # a size of thousands of digits
+        raise SynthNetError(f"arch spec {text!r} has sizes too large; {too_big}") from None
     ok = len(sizes) >= 2 and all(v > 0 for v in (*in_shape, *sizes))
     ok = ok and ((kind == "mlp" and len(in_shape) == 1) or (kind == "cnn" and len(in_shape) in (2, 3)))
     if not ok:
         raise SynthNetError(f"bad arch spec {text!r}; need at least one hidden layer; grammar: {GRAMMAR}")
-    return Spec(kind, in_shape, tuple(sizes[:-1]), sizes[-1])
+    spec = Spec(kind, in_shape, tuple(sizes[:-1]), sizes[-1])
+    if spec.n_params() > MAX_PARAMS:
+        raise SynthNetError(f"arch spec {text!r} has {spec.n_params():.3g} parameters; {too_big}")
+    return spec
+
+
+def check_seed(seed: int) -> int:
+    """`seed` if torch.manual_seed takes it as itself, else a one-line error with the accepted range."""
+    if seed not in SEEDS:
+        raise SynthNetError(f"seed {seed} out of range; accepted: 0 to 2**64 - 1")
+    return seed
 
 
 def build_module(spec: Spec | str) -> nn.Sequential:
@@ -128,9 +144,13 @@ def _apply_scheme(module: nn.Module, scheme: str, gen: torch.Generator) -> None:
 def init_state(spec: Spec | str, seed: int, scheme: str = "default") -> dict[str, torch.Tensor]:
     """THE random init: torch.manual_seed(seed), construct the module (default), or redraw with `scheme`."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    torch.manual_seed(seed)
-    module = build_module(spec)
-    if scheme != "default":
-        _apply_scheme(module, scheme, torch.Generator().manual_seed(seed))
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    torch.manual_seed(check_seed(seed))
+    try:
+        module = build_module(spec)
+        if scheme != "default":
+            _apply_scheme(module, scheme, torch.Generator().manual_seed(seed))
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    except (RuntimeError, MemoryError) as exc:  # allocation failed: this machine has less memory than the arch needs
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SynthNetError(f"arch {spec}: cannot allocate its {spec.n_params():,} parameters ({reason})") from None
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,40 @@ from synthnet.targets import Spec, parse_spec
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+def _temp_beside(path: Path) -> tuple[Path, int]:
+    """Create an empty temp file beside `path`; return it and the mode `path` should get: the mode of the file it
+    replaces, or the one a plain open() gives a new file (0666 less the umask; mkstemp would give 0600)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+            break
+        except FileExistsError:
+            continue
+    try:
+        return tmp, stat.S_IMODE(path.stat().st_mode if path.exists() else os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temp file beside `path`, then rename it over `path` (never half-written)."""
+    """Call write(tmp_path) on a temp file beside `path`, then rename it over `path` (never half-written).
+
+    A failed write (a full disk, say) removes the temp file and raises a SynthNetError naming `path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp, mode = _temp_beside(path)
     try:
-        write(tmp)
+        write(str(tmp))  # a str, as mkstemp gave: some writers (OpenEXR) take no Path
+        os.chmod(tmp, mode)  # after the write: safetensors' save_file replaces the file with a 0600 one
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise SynthNetError(f"{path}: cannot write ({reason}); the previous file, if any, is unchanged") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -36,11 +60,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def check_finite(state: dict[str, torch.Tensor], target: Path) -> None:
+    """Refuse a state_dict with a NaN or Inf (as float32) before anything is written to `target`."""
+    for k, v in state.items():
+        if not torch.isfinite(v.detach().to(torch.float32)).all():
+            raise SynthNetError(f"{target}: tensor {k} would contain NaN or Inf (as float32); nothing written")
+
+
 def save_weights(path: Path, state: dict[str, torch.Tensor], spec: Spec | str, **meta: Any) -> None:
-    """Write a plain state_dict as safetensors with metadata synthnet.arch and synthnet.<key> (JSON values)."""
+    """Write a plain state_dict as safetensors with metadata synthnet.arch and synthnet.<key> (JSON values).
+
+    The one writer of weight files: a non-finite tensor raises a SynthNetError and nothing is written.
+    """
     metadata = {"synthnet.arch": str(spec)}
     metadata.update({f"synthnet.{k}": json.dumps(v) for k, v in meta.items() if v is not None})
     tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in state.items()}
+    check_finite(tensors, Path(path))
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 

@@ -8,7 +8,13 @@ each network's gradient, and therefore its Adam update, is exactly its own.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import math
+import os
+import signal
+import sys
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -25,10 +31,11 @@ from synthnet.errors import SynthNetError
 from synthnet.jsonl import read_jsonl
 from synthnet.scoring import evaluate, logits_per_set
 from synthnet.progress import progress
-from synthnet.targets import Spec, init_state, parse_spec
+from synthnet.targets import Spec, check_seed, init_state, parse_spec
 from synthnet.weights import atomic_write_text, load_weights, read_metadata, save_weights, stack_states
 
 MANIFEST = "manifest.jsonl"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal a process gets when its parent dies
 Pool = Callable[[Callable, list], Iterable]  # like map(fn, jobs): results in job order
 
 
@@ -40,6 +47,14 @@ class Recipe:
     lr: float = 3e-3  # Adam learning rate
     batch: int = 32  # minibatch size; the last partial batch is kept
 
+    def __post_init__(self):
+        """Refuse a recipe no run can follow, naming the `synthnet zoo` option and its accepted range (epochs = 0
+        is a recipe, the init itself; build_zoo asks for more)."""
+        if not self.batch >= 1:
+            raise SynthNetError(f"--batch {self.batch}: accepted: an integer >= 1")
+        if not 0 < self.lr < math.inf:
+            raise SynthNetError(f"--lr {self.lr}: accepted: a finite number > 0")
+
 
 def recipe(zoo_cfg) -> Recipe:
     """The teacher recipe a zoo config (config.ZooConfig) names."""
@@ -50,15 +65,17 @@ def parse_seeds(text: str) -> list[int]:
     """`A:B` (half-open range) or a comma list `1,5,9`."""
     try:
         if ":" in text:
-            a, b = text.split(":")
-            seeds = list(range(int(a), int(b)))
+            a, b = (int(v) for v in text.split(":"))
+            ends = [a, b - 1] if b > a else []
         else:
-            seeds = [int(s) for s in text.split(",") if s.strip()]
+            ends = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise SynthNetError(f"bad seeds {text!r}; use A:B (half-open) or a comma list like 1,5,9") from None
-    if not seeds:
+    if not ends:
         raise SynthNetError(f"seeds {text!r} is empty")
-    return seeds
+    for s in ends:  # before a range is listed: 0:10**30 would exhaust memory first
+        check_seed(s)
+    return list(range(a, b)) if ":" in text else ends
 
 
 def train_many(spec: Spec, seeds: list[int], data: Dataset, recipe: Recipe,
@@ -94,6 +111,22 @@ def train_many(spec: Spec, seeds: list[int], data: Dataset, recipe: Recipe,
 
 def run_dir(spec: Spec, seed: int) -> str:
     return f"{str(spec).replace(':', '_')}/seed{seed:05d}"
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool-worker initializer: exit when the zoo process dies (a SIGKILL of it would leave us training on)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:  # no death signal: poll for the reparenting that the parent's death causes
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before the death signal was armed
+        os._exit(1)
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _train_chunk(args: tuple) -> list[dict]:
@@ -132,9 +165,15 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
     workers: chunks of seeds run at once. pool(fn, jobs) -> results in job order runs the chunks elsewhere (Ray
     tasks: orchestrate.cluster.ray_map); by default they run here, in `workers` processes.
     """
+    if recipe.epochs < 1:  # epoch 0 alone gives the denoiser nothing to learn (and epoch_level divides by 0)
+        raise SynthNetError(f"--epochs {recipe.epochs}: accepted: an integer >= 1")
+    if workers < 1:
+        raise SynthNetError(f"--workers {workers}: accepted: an integer >= 1")
     out = Path(out).resolve()  # chunks may run in another working directory
+    specs, data = [parse_spec(a) for a in archs], load_dataset(dataset)  # fail fast, before anything is written
+    for spec in specs:
+        data.check_arch(spec)
     out.mkdir(parents=True, exist_ok=True)
-    load_dataset(dataset)  # fail fast on a bad dataset name
     done = defaultdict(set)
     if (out / MANIFEST).is_file():
         rows = read_manifest(out)
@@ -143,8 +182,7 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
         for r in rows:
             done[(r["arch"], r["seed"])].add(r["epoch"])
     jobs = []
-    for arch in archs:
-        spec = parse_spec(arch)
+    for spec in specs:
         todo = [s for s in seeds if len(done[(str(spec), s)]) < recipe.epochs + 1]
         per = max(1, min(chunk, -(-len(todo) // max(workers, 1))))
         jobs += [(str(out), str(spec), dataset, todo[i:i + per], recipe, 1 if workers > 1 else 0)
@@ -154,7 +192,8 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
     with progress() as bar:
         task = bar.add_task("zoo runs", total=total)
         if pool is None:
-            pool = ProcessPoolExecutor(workers).map if workers > 1 and len(jobs) > 1 else map
+            pool = (ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)).map
+                    if workers > 1 and len(jobs) > 1 else map)
         for job, rows in zip(jobs, pool(_train_chunk, jobs)):
             with open(out / MANIFEST, "a") as f:  # rows of a finished chunk only: a crash loses no finished run
                 f.write("".join(json.dumps(r) + "\n" for r in rows))

@@ -322,6 +322,7 @@ def evaluate_model(synth, zoo_path: Path, dataset: str, spec: Spec | str, seeds:
     zoo = load_zoo(Path(zoo_path), str(spec))
     _check(seeds, zoo, k_max, [m.seeds for m in (synth, flat_synth) if m is not None])
     data = load_dataset(dataset)
+    data.check_arch(spec)
     x, y = data.split("test")
     recipe = Recipe(epochs=zoo.val_acc.shape[1] - 1)
     inits = stack_states([init_state(spec, s) for s in seeds])
