@@ -17,7 +17,7 @@ from synthnet.seeds import EVAL_SEEDS
 from synthnet.synthesize import load_synthesizer
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states
-from synthnet.zoo import Recipe, parse_seeds, train_many
+from synthnet.zoo import parse_seeds, recipe, train_many
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     for arch in args.archs.split(","):
         spec = parse_spec(arch)
         inits = stack_states([init_state(spec, s) for s in seeds])
-        teacher = evaluate(spec, train_many(spec, seeds, data, Recipe(synth.cfg.zoo.epochs)), x, y).acc.mean().item()
+        teacher = evaluate(spec, train_many(spec, seeds, data, recipe(synth.cfg.zoo)), x, y).acc.mean().item()
         print(f"{arch}: teacher {teacher:.4f}")
         for k, state in enumerate(synth.outputs(spec, inits, args.k_max), 1):
             acc = evaluate(spec, state, x, y).acc.mean().item()

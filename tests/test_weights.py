@@ -251,3 +251,10 @@ def test_killed_write_leaves_no_partial_file(tmp_path, moment, existing):
         assert path.read_bytes() == before
     else:
         assert not path.exists()
+
+
+def test_a_bad_arch_in_a_files_metadata_names_the_file(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file(init_state(parse_spec("mlp:64-32-10"), 0), str(path), metadata={"synthnet.arch": "mlp:64-x-10"})
+    with pytest.raises(SynthNetError, match=rf"^{path}: its synthnet.arch metadata: "):
+        load_weights(path)

@@ -14,7 +14,7 @@ from synthnet.weights import load_weights, stack_states
 from synthnet.zoo import MANIFEST, Recipe, build_zoo, load_zoo, parse_seeds, read_manifest, summarize, train_many
 
 FIELDS = {"seed", "epoch", "path", "arch", "dataset", "init", "train_acc", "train_loss", "val_acc", "val_loss",
-          "test_acc", "test_loss"}
+          "test_acc", "test_loss", "order", "recipe"}
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +165,38 @@ def test_zoo_resume(tmp_path):
     resumed = sorted(read_manifest(out), key=key)
     assert [key(r) for r in resumed] == [(s, e) for s in range(4) for e in range(2)]
     assert [r for r in resumed if r["seed"] < 3] == sorted(rows, key=key)
+
+
+def test_a_zoo_holds_one_recipe_and_never_a_duplicate_row(tmp_path):
+    """The recipe is recorded in every row and eval reads it back; a re-run with another --epochs or --lr is refused
+    naming the option (it used to append duplicate rows or silently reuse every run)."""
+    out = tmp_path / "zoo"
+    build_zoo(out, ["mlp:64-8-10"], "digits", [0, 1], Recipe(epochs=2, lr=1e-3))
+    rows = read_manifest(out)
+    assert {json.dumps(r["recipe"]) for r in rows} == {json.dumps({"epochs": 2, "lr": 1e-3, "batch": 32})}
+    assert load_zoo(out).recipe == Recipe(epochs=2, lr=1e-3)
+    for other, option in ((Recipe(epochs=3, lr=1e-3), "--epochs 2; this run asks --epochs 3"),
+                          (Recipe(epochs=2), "--lr 0.001; this run asks --lr 0.003")):
+        with pytest.raises(SynthNetError, match=option):
+            build_zoo(out, ["mlp:64-8-10"], "digits", [0, 1, 2], other)
+    assert read_manifest(out) == rows
+
+
+def test_orders_add_runs_from_the_same_inits_and_order_zero_is_the_recipe(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    build_zoo(one, ["mlp:64-8-10"], "digits", [0, 1], Recipe(epochs=1))
+    build_zoo(two, ["mlp:64-8-10"], "digits", [0, 1], Recipe(epochs=1))
+    stats = build_zoo(two, ["mlp:64-8-10"], "digits", [0, 1], Recipe(epochs=1), orders=3)
+    assert (stats["trained"], stats["skipped"]) == (4, 2)  # orders 1 and 2 of both seeds; order 0 reused
+    rows = read_manifest(two)
+    assert sorted({(r["seed"], r["order"]) for r in rows}) == [(s, o) for s in (0, 1) for o in range(3)]
+    assert len(rows) == len({(r["seed"], r["order"], r["epoch"]) for r in rows}) == 12
+    final = {(r["seed"], r["order"]): load_weights(two / r["path"])[0] for r in rows if r["epoch"] == 1}
+    init = {(r["seed"], r["order"]): load_weights(two / r["path"])[0] for r in rows if r["epoch"] == 0}
+    w = "0.weight"
+    assert torch.equal(init[0, 0][w], init[0, 2][w])  # the same init
+    assert not torch.equal(final[0, 0][w], final[0, 1][w]) and not torch.equal(final[0, 1][w], final[0, 2][w])
+    assert torch.equal(load_zoo(two).params[w], load_zoo(one).params[w])  # load_zoo: the recipe's own order
 
 
 def test_mixed_arch_zoo(tmp_path):

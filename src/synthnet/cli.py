@@ -98,6 +98,8 @@ def zoo(
     epochs: int = typer.Option(DEFAULTS.zoo.epochs, help="teacher recipe epochs"),
     lr: float = typer.Option(DEFAULTS.zoo.lr, help="teacher recipe Adam learning rate"),
     batch: int = typer.Option(DEFAULTS.zoo.batch, help="teacher recipe batch size"),
+    orders: int = typer.Option(DEFAULTS.zoo.orders, help="minibatch orders per init (order 0 is the recipe's own; "
+                               "more show the spread of runs one init allows)"),
     workers: Optional[int] = typer.Option(None, help="chunks of seeds trained at once: processes here (default 1: "
                                           "one process using every core), or with --ray tasks (default: its CPUs)"),
     summary: bool = typer.Option(False, "--summary", help="only print the accuracy-by-epoch table of --out"),
@@ -114,8 +116,8 @@ def zoo(
             from synthnet.orchestrate.cluster import ray_map
 
             pool, cpus = ray_map(ray_address)
-        stats = build_zoo(out, [a for a in arch.split(",") if a], dataset, parse_seeds(seeds),
-                          Recipe(epochs, lr, batch), cpus if workers is None else workers, pool=pool)
+        stats = build_zoo(out, [a for a in arch.split(",") if a], dataset, parse_seeds(seeds), Recipe(epochs, lr, batch),
+                          cpus if workers is None else workers, pool=pool, orders=orders)
         console.print(f"trained {stats['trained']} runs, skipped {stats['skipped']} finished, "
                       f"{stats['seconds']:.1f} s")
     print_table(summarize(out), title=f"zoo {out}: test accuracy by epoch")

@@ -45,6 +45,7 @@ class ZooConfig:
     epochs: int = opt(30, 1, 10**4)  # teacher recipe: passes over the train split
     lr: float = opt(3e-3, 1e-8, 10.0)  # teacher recipe: Adam learning rate
     batch: int = opt(32, 1, 10**6)  # teacher recipe: minibatch size (the last partial batch is kept)
+    orders: int = opt(1, 1, 64)  # minibatch orders per init (order 0: the recipe's own); the spread an init allows
     workers: int = opt(1, 1, 1024)  # zoo processes run at once
 
 

@@ -32,7 +32,7 @@ def run_demo(cfg: Config, root: Path) -> Path:
     sup, rl, ev = root / "supervised", root / "grpo", root / "eval"
     arch = cfg.data.arch.split(",")[0]
     build_zoo(Path(cfg.zoo.path), [a for a in cfg.data.arch.split(",") if a], cfg.data.dataset,
-              parse_seeds(cfg.zoo.seeds), recipe(cfg.zoo), cfg.zoo.workers)
+              parse_seeds(cfg.zoo.seeds), recipe(cfg.zoo), cfg.zoo.workers, orders=cfg.zoo.orders)
     if not (sup / "final.pt").is_file():
         train(cfg, sup)
     model = sup

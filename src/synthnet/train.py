@@ -55,6 +55,8 @@ def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence
     # ---- set-up: zoo tokens, model, optimiser, RNG; resume if a checkpoint is there ----
     zoos, normalizer = load_zoo_tokens(cfg)
     data = load_dataset(cfg.data.dataset)
+    for z in zoos:
+        data.check_arch(z.spec)
     torch.manual_seed(t.seed)
     synth = Synthesizer(cfg, zoos[0].spec, normalizer)
     synth.run_dir, synth.seeds = str(out), supervised_record([s for z in zoos for s in z.seeds])

@@ -133,7 +133,14 @@ def load_weights(path: Path, arch: Spec | str | None = None) -> tuple[dict[str, 
     meta = read_metadata(path)
     if arch is None and "arch" not in meta:
         raise SynthNetError(f"{path}: no synthnet.arch metadata; pass --arch (e.g. --arch mlp:64-32-10)")
-    spec = arch if isinstance(arch, Spec) else parse_spec(arch if arch is not None else meta["arch"])
+    if isinstance(arch, Spec):
+        spec = arch
+    else:
+        try:
+            spec = parse_spec(arch if arch is not None else meta["arch"])
+        except SynthNetError as exc:
+            where = "--arch" if arch is not None else f"{path}: its synthnet.arch metadata"
+            raise SynthNetError(f"{where}: {exc}") from None
     return validate(state, spec, str(path)), spec, meta
 
 

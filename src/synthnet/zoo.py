@@ -18,7 +18,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -78,19 +78,29 @@ def parse_seeds(text: str) -> list[int]:
     return list(range(a, b)) if ":" in text else ends
 
 
+ORDER_STRIDE = 2**26  # torch's CPU generator keeps 32 bits of a seed: orders of seeds below this never collide
+
+
+def data_order_seed(seed: int, order: int) -> int:
+    """Seed of the minibatch-order generator of run (seed, order): order 0 is the seed itself (the recipe's
+    contract), order r > 0 another order from the same init, distinct for seeds < ORDER_STRIDE and r < 64."""
+    return seed if order == 0 else (seed + order * ORDER_STRIDE) % 2**32
+
+
 def train_many(spec: Spec, seeds: list[int], data: Dataset, recipe: Recipe,
                on_epoch: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
-               init: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+               init: dict[str, torch.Tensor] | None = None, orders: list[int] | None = None) -> dict[str, torch.Tensor]:
     """Train one network per seed with the teacher recipe, all at once.
 
     init: optional key -> (N, *shape) starting weights (default: each seed's default init).
+    orders: each network's minibatch order (default 0: the recipe's own), see data_order_seed.
     on_epoch(epoch, params) is called with detached (N, *shape) tensors for epoch 0..epochs.
     Returns the final key -> (N, *shape) weights.
     """
     start = init if init is not None else stack_states([init_state(spec, s) for s in seeds])
     params = {k: v.detach().clone().requires_grad_() for k, v in start.items()}
     opt = torch.optim.Adam(params.values(), lr=recipe.lr)
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    gens = [torch.Generator().manual_seed(data_order_seed(s, o)) for s, o in zip(seeds, orders or [0] * len(seeds))]
     x, y = data.x_train, data.y_train
     n = len(x)
     if on_epoch:
@@ -109,8 +119,8 @@ def train_many(spec: Spec, seeds: list[int], data: Dataset, recipe: Recipe,
     return {k: v.detach() for k, v in params.items()}
 
 
-def run_dir(spec: Spec, seed: int) -> str:
-    return f"{str(spec).replace(':', '_')}/seed{seed:05d}"
+def run_dir(spec: Spec, seed: int, order: int) -> str:
+    return f"{str(spec).replace(':', '_')}/seed{seed:05d}{f'-order{order}' if order else ''}"
 
 
 def _die_with_parent(parent: int) -> None:
@@ -130,23 +140,24 @@ def _exit_when_orphaned(parent: int) -> None:
 
 
 def _train_chunk(args: tuple) -> list[dict]:
-    """Train and save one chunk of seeds; return its manifest rows (written by the parent)."""
-    out, arch, dataset, seeds, recipe, threads = args
+    """Train and save one chunk of (seed, order) runs; return its manifest rows (written by the parent)."""
+    out, arch, dataset, runs, recipe, threads = args
+    seeds, orders = [s for s, _ in runs], [o for _, o in runs]
     if threads:
         torch.set_num_threads(threads)
     spec, data, rows = parse_spec(arch), load_dataset(dataset), []
 
     def save(epoch: int, params: dict[str, torch.Tensor]) -> None:
         scores = {s: evaluate(spec, params, *data.split(s)) for s in ("train", "val", "test")}
-        for i, seed in enumerate(seeds):
-            rel = f"{run_dir(spec, seed)}/epoch{epoch:03d}.safetensors"
+        for i, (seed, order) in enumerate(runs):
+            rel = f"{run_dir(spec, seed, order)}/epoch{epoch:03d}.safetensors"
             metrics = {f"{s}_{m}": round(float(getattr(sc, m)[i]), 6) for s, sc in scores.items() for m in ("acc", "loss")}
             save_weights(Path(out) / rel, {k: v[i] for k, v in params.items()}, spec, dataset=dataset, seed=seed,
-                         epoch=epoch, init="default", metrics=metrics)
-            rows.append({"seed": seed, "epoch": epoch, "path": rel, "arch": str(spec), "dataset": dataset,
-                         "init": "default", **metrics})
+                         order=order, epoch=epoch, init="default", metrics=metrics)
+            rows.append({"seed": seed, "order": order, "epoch": epoch, "path": rel, "arch": str(spec),
+                         "dataset": dataset, "init": "default", "recipe": asdict(recipe), **metrics})
 
-    train_many(spec, seeds, data, recipe, on_epoch=save)
+    train_many(spec, seeds, data, recipe, on_epoch=save, orders=orders)
     return rows
 
 
@@ -158,17 +169,31 @@ def read_manifest(zoo: Path) -> list[dict]:
     return read_jsonl(path, torn_tail=True)
 
 
-def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recipe: Recipe = Recipe(),
-              workers: int = 1, chunk: int = 128, pool: Pool | None = None) -> dict:
-    """Train every (arch, seed) run not already finished in `out`; append their manifest rows.
+def zoo_recipe(zoo: Path, rows: list[dict]) -> Recipe | None:
+    """The one recipe every run of the zoo was trained with (None for an empty zoo). A zoo holds one recipe: a
+    run is identified by (arch, seed, order) within it."""
+    recorded = {json.dumps(r.get("recipe"), sort_keys=True) for r in rows}
+    if len(recorded) > 1 or None in (r.get("recipe") for r in rows):
+        raise SynthNetError(f"{zoo}: its runs record {'no recipe' if 'null' in recorded else 'several recipes'} "
+                            "(built by an older SynthNet?); build the zoo again in a new directory")
+    return Recipe(**json.loads(recorded.pop())) if recorded else None
 
-    workers: chunks of seeds run at once. pool(fn, jobs) -> results in job order runs the chunks elsewhere (Ray
+
+def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recipe: Recipe = Recipe(),
+              workers: int = 1, chunk: int = 128, pool: Pool | None = None, orders: int = 1) -> dict:
+    """Train every (arch, seed, order) run not already finished in `out`; append their manifest rows. A zoo holds
+    one recipe (recorded in every row): a re-run with another is refused, naming the option that differs.
+
+    orders: minibatch orders per init (order 0 is the recipe's own, so a 1-order zoo is a prefix of a larger one).
+    workers: chunks of runs trained at once. pool(fn, jobs) -> results in job order runs the chunks elsewhere (Ray
     tasks: orchestrate.cluster.ray_map); by default they run here, in `workers` processes.
     """
     if recipe.epochs < 1:  # epoch 0 alone gives the denoiser nothing to learn (and epoch_level divides by 0)
         raise SynthNetError(f"--epochs {recipe.epochs}: accepted: an integer >= 1")
     if workers < 1:
         raise SynthNetError(f"--workers {workers}: accepted: an integer >= 1")
+    if not 1 <= orders <= 64 or (orders > 1 and max(seeds) >= ORDER_STRIDE):
+        raise SynthNetError(f"--orders {orders}: accepted: 1 to 64, and above 1 only for seeds below {ORDER_STRIDE}")
     out = Path(out).resolve()  # chunks may run in another working directory
     specs, data = [parse_spec(a) for a in archs], load_dataset(dataset)  # fail fast, before anything is written
     for spec in specs:
@@ -177,13 +202,14 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
     done = defaultdict(set)
     if (out / MANIFEST).is_file():
         rows = read_manifest(out)
+        _same_recipe(out, zoo_recipe(out, rows), recipe)
         if not (out / MANIFEST).read_text().endswith("\n"):  # a torn last row (killed mid-write): drop it
             atomic_write_text(out / MANIFEST, "".join(json.dumps(r) + "\n" for r in rows))
         for r in rows:
-            done[(r["arch"], r["seed"])].add(r["epoch"])
+            done[(r["arch"], r["seed"], r["order"])].add(r["epoch"])
     jobs = []
     for spec in specs:
-        todo = [s for s in seeds if len(done[(str(spec), s)]) < recipe.epochs + 1]
+        todo = [(s, o) for s in seeds for o in range(orders) if len(done[(str(spec), s, o)]) < recipe.epochs + 1]
         per = max(1, min(chunk, -(-len(todo) // max(workers, 1))))
         jobs += [(str(out), str(spec), dataset, todo[i:i + per], recipe, 1 if workers > 1 else 0)
                  for i in range(0, len(todo), per)]
@@ -198,7 +224,16 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
             with open(out / MANIFEST, "a") as f:  # rows of a finished chunk only: a crash loses no finished run
                 f.write("".join(json.dumps(r) + "\n" for r in rows))
             bar.advance(task, len(job[3]))
-    return {"trained": total, "skipped": len(archs) * len(seeds) - total, "seconds": time.perf_counter() - t0}
+    return {"trained": total, "skipped": len(archs) * len(seeds) * orders - total,
+            "seconds": time.perf_counter() - t0}
+
+
+def _same_recipe(zoo: Path, held: Recipe | None, asked: Recipe) -> None:
+    """Refuse to add runs of another recipe to a zoo, naming the option."""
+    for f in fields(Recipe):
+        if held is not None and getattr(held, f.name) != getattr(asked, f.name):
+            raise SynthNetError(f"{zoo} holds runs trained with --{f.name} {getattr(held, f.name)}; this run asks "
+                                f"--{f.name} {getattr(asked, f.name)} (a zoo holds one recipe: use another --out)")
 
 
 def default_arch(zoo: Path, arch: str) -> str:
@@ -234,10 +269,12 @@ class ZooTensors:
     seeds: list[int]
     params: dict[str, torch.Tensor]
     val_acc: torch.Tensor  # (runs, epochs + 1)
+    recipe: Recipe  # what every run was trained with (the teacher recipe `synthnet eval` reproduces)
 
 
 def load_zoo(zoo: Path, arch: str | None = None) -> ZooTensors:
-    """Every finished run of `arch` (default: the zoo's only arch) as stacked tensors.
+    """Every finished order-0 run (the recipe's own minibatch order) of `arch` (default: the zoo's only arch) as
+    stacked tensors.
 
     The first load packs them into `pack-<arch>.safetensors` beside the manifest (rebuilt when the manifest
     changes), so later loads read one file instead of one per checkpoint.
@@ -247,7 +284,8 @@ def load_zoo(zoo: Path, arch: str | None = None) -> ZooTensors:
     if arch is None and len(archs) != 1:
         raise SynthNetError(f"{zoo}: holds archs {archs}; choose one")
     spec = parse_spec(arch or archs[0])
-    rows = [r for r in rows if r["arch"] == str(spec)]
+    recipe = zoo_recipe(zoo, rows)
+    rows = [r for r in rows if r["arch"] == str(spec) and r["order"] == 0]
     if not rows:
         raise SynthNetError(f"{zoo}: no runs of arch {spec}; it holds {archs}")
     pack = Path(zoo) / f"pack-{str(spec).replace(':', '_')}.safetensors"
@@ -256,7 +294,7 @@ def load_zoo(zoo: Path, arch: str | None = None) -> ZooTensors:
         tensors = load_file(pack)
         seeds = [int(s) for s in tensors.pop("seeds").tolist()]
         val = tensors.pop("val_acc")
-        return ZooTensors(spec, seeds, tensors, val)
+        return ZooTensors(spec, seeds, tensors, val, recipe)
     by_seed = defaultdict(dict)
     for r in rows:
         by_seed[r["seed"]][r["epoch"]] = r
@@ -267,7 +305,7 @@ def load_zoo(zoo: Path, arch: str | None = None) -> ZooTensors:
         eps = [by_seed[s][e] for e in range(n_ep)]
         states.append(stack_states([load_weights(Path(zoo) / r["path"], spec)[0] for r in eps]))
         val.append([r["val_acc"] for r in eps])
-    out = ZooTensors(spec, seeds, stack_states(states), torch.tensor(val))
+    out = ZooTensors(spec, seeds, stack_states(states), torch.tensor(val), recipe)
     save_weights(pack, {**out.params, "seeds": torch.tensor(seeds, dtype=torch.float32), "val_acc": out.val_acc},
                  spec, rows=stamp)
     return out

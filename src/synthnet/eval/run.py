@@ -9,7 +9,8 @@ results.json (schema 2; keys are stable, figures are floats unless stated):
   schema: 2;  model / flat_model: the synthesizers' `identity` dicts (flat_model null when not given)
   zoo: {path, arch, runs (int), epochs (int), manifest_sha256};  dataset, arch: str;  seeds: [int]
   k_max, best_k: int (best_k = the K with the highest mean SynthNet val accuracy; novelty, baselines, robustness
-  and speed use it);  k_chosen_on: "val";  val_acc_by_k: [k_max] mean val accuracy of SynthNet per K;  recipe: {epochs, lr, batch} (the teacher recipe, epochs taken from the zoo)
+  and speed use it);  k_chosen_on: "val";  val_acc_by_k: [k_max] mean val accuracy of SynthNet per K;
+  recipe: {epochs, lr, batch} (the teacher recipe, read from the zoo's records)
   seconds: {phase: wall-clock seconds of that phase of this evaluation}
   A figure that is infinite or undefined is null (e.g. nearest_init_copy's ratio_final: its d_final is 0).
   per_seed: [{seed: int, teacher, synthnet, baselines, novelty, robustness, speed}], one per seed, where
@@ -324,7 +325,7 @@ def evaluate_model(synth, zoo_path: Path, dataset: str, spec: Spec | str, seeds:
     data = load_dataset(dataset)
     data.check_arch(spec)
     x, y = data.split("test")
-    recipe = Recipe(epochs=zoo.val_acc.shape[1] - 1)
+    recipe = zoo.recipe
     inits = stack_states([init_state(spec, s) for s in seeds])
     with progress() as bar:
         phase = _Phases(bar, bar.add_task("eval", total=len(PHASES) + (flat_synth is not None)))

@@ -340,6 +340,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
     policy = GaussianPolicy(synth, gc.sigma)
     zoos, _ = load_zoo_tokens(cfg, synth.normalizer)
     spec, data = zoos[0].spec, load_dataset(cfg.data.dataset)
+    data.check_arch(spec)
     (x, y), held_out = reward_and_heldout_data(data, gc.heldout_frac, gc.reward_split)
     scored_on = (held_out, (x, y), data.split("train"))  # what heldout() scores the held-out inits' outputs on
     held_seeds = list(range(HELDOUT_BASE, HELDOUT_BASE + gc.eval_inits))
