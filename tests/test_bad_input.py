@@ -445,3 +445,55 @@ def test_seed_out_of_range(tmp_path, seed):
 
 def test_largest_seed_works(tmp_path):
     assert_ok(synthnet_cmd("init", "--arch", SMALL, "--seed", str(2**64 - 1), "-o", tmp_path / "x.safetensors"))
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("train.lr=${oops}", "bad value for config key 'train.lr'"),
+    ("train.lr=nan", "train.lr=nan is not accepted; train.lr takes a float in [0, 0.1]"),
+    ("train.lr=-1", "train.lr=-1.0 is not accepted"),
+    ("train.steps=-5", "train.steps=-5 is not accepted; train.steps takes an int in [1, 1e+08]"),
+    ("train.batch=0", "train.batch=0 is not accepted"),  # it used to blame grpo.inits / grpo.group (18)
+])
+def test_config_values_are_resolved_and_range_checked_before_anything_runs(tmp_path, override, fragment):
+    """Item 7: out-of-range or unresolvable values stop `synthnet train` before it reads a zoo or writes a file."""
+    assert_error(synthnet_cmd("train", "--out", tmp_path / "run", "--preset", "tiny", override), fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_show_takes_overrides_without_a_preset():
+    """Item 18: `config show train.lr=3e-4` is an override, not an unknown preset."""
+    p = synthnet_cmd("config", "show", "train.lr=3e-4")
+    assert_ok(p)
+    assert "lr: 0.0003" in p.stdout
+
+
+def test_zoo_rerun_with_another_recipe_is_refused_and_appends_nothing(tmp_path):
+    """Item 15: another --epochs or --lr on an existing zoo is one line naming the option; the manifest is kept."""
+    zoo = tmp_path / "zoo"
+    assert_ok(synthnet_cmd("zoo", "--out", zoo, "--arch", SMALL, "--seeds", "0:2", "--epochs", 1))
+    before = snapshot(zoo)
+    assert_error(synthnet_cmd("zoo", "--out", zoo, "--arch", SMALL, "--seeds", "0:2", "--epochs", 2),
+                 "--epochs 1; this run asks --epochs 2")
+    assert_error(synthnet_cmd("zoo", "--out", zoo, "--arch", SMALL, "--seeds", "0:2", "--epochs", 1, "--lr", 0.01),
+                 "--lr 0.003; this run asks --lr 0.01")
+    assert_nothing_written(before, zoo)
+
+
+def test_patch_list_on_a_corrupt_history_names_the_line(tmp_path):
+    """Item 17: a corrupt history.jsonl is one line naming path:line."""
+    (tmp_path / "config.yaml").write_text("{}\n")
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "history.jsonl").write_text('{"event": "patch"}\nnot json\n')
+    assert_error(synthnet_cmd("patch", tmp_path, "--list"), f"{tmp_path / 'patches' / 'history.jsonl'}:2: not a JSON")
+
+
+@pytest.mark.slow
+def test_train_on_a_zoo_of_one_other_arch_takes_that_arch(tmp_path):
+    """Item 21: a zoo holding only SMALL trains without data.arch=; a zoo of two archs names both."""
+    zoo = tmp_path / "zoo"
+    assert_ok(synthnet_cmd("zoo", "--out", zoo, "--arch", SMALL, "--seeds", "0:6", "--epochs", 1))
+    assert_ok(synthnet_cmd("train", "--out", tmp_path / "run", "--zoo", zoo, "--preset", "tiny", "train.steps=2",
+                           "train.val_every=2", "train.val_runs=2"))
+    assert_ok(synthnet_cmd("zoo", "--out", zoo, "--arch", "mlp:64-4-10", "--seeds", "0:6", "--epochs", 1))
+    assert_error(synthnet_cmd("train", "--out", tmp_path / "run2", "--zoo", zoo, "--preset", "tiny"),
+                 "holds archs mlp:64-4-10, mlp:64-8-10; choose with data.arch=")

@@ -1,12 +1,8 @@
 """The one JSON-lines reader and the files it reads: corrupt lines are named path:line, torn tails are repaired."""
 
-import subprocess
-import sys
-
 import pytest
 
 from conftest import tiny_cfg
-from synthnet.config import compose, to_yaml
 from synthnet.errors import SynthNetError
 from synthnet.jsonl import read_jsonl
 from synthnet.train import train
@@ -23,17 +19,6 @@ def test_a_corrupt_line_is_named_and_a_torn_tail_is_dropped_only_when_allowed(tm
     with pytest.raises(SynthNetError, match=r"m.jsonl:2: not a JSON object line"):
         read_jsonl(path, torn_tail=True)
     assert read_jsonl(tmp_path / "absent.jsonl") == []
-
-
-@pytest.mark.slow
-def test_patch_list_on_a_corrupt_history_is_one_line(tmp_path):
-    (tmp_path / "config.yaml").write_text(to_yaml(compose()))
-    (tmp_path / "patches").mkdir()
-    (tmp_path / "patches" / "history.jsonl").write_text('{"event": "patch"}\nnot json\n')
-    r = subprocess.run([sys.executable, "-m", "synthnet", "patch", str(tmp_path), "--list"], capture_output=True,
-                       text=True)
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'patches' / 'history.jsonl'}:2: not a JSON object line (a corrupt or hand-edited file?)"]
 
 
 def test_resume_with_a_corrupt_metrics_file_names_the_line(tiny_zoo, tmp_path):

@@ -72,7 +72,9 @@ def sample_pairs(zt: ZooTokens, batch: int, frac: float, cfg, g: torch.Generator
     """
     e = zt.epochs
     run = torch.randint(len(zt.tokens), (batch,), generator=g)
-    i = torch.where(torch.rand(batch, generator=g) < 0.5, 0, torch.randint(1, e, (batch,), generator=g))
+    from_init = torch.rand(batch, generator=g) < 0.5
+    later = torch.randint(1, e, (batch,), generator=g) if e > 1 else torch.zeros(batch, dtype=torch.long)
+    i = torch.where(from_init, 0, later)  # a 1-epoch zoo has only W_0 -> W_1
     j_any = i + 1 + (torch.rand(batch, generator=g) * (e - i)).long().clamp(max=e - i - 1)
     j = torch.where(torch.rand(batch, generator=g) < cfg.p_final, torch.full_like(i, e), j_any)
     cap = {"mixed": 1.0, "easy_to_hard": 0.25 + 0.75 * frac, "hard_to_easy": 1.0 - 0.75 * frac}[cfg.gap]
