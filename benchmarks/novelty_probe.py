@@ -26,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="run directory of a trained model")
     ap.add_argument("--which", default="best", help="checkpoint: best | final | latest")
-    ap.add_argument("--seeds", default=f"{PROBE[0]}:{PROBE[0] + 48}", help="unseen init seeds (not eval's), A:B or list")
+    ap.add_argument("--seeds", default=f"{PROBE[0]}:{PROBE[0] + 48}", help="unseen init seeds, A:B or list")
     ap.add_argument("--k-max", type=int, default=4, help="probe K = 1..k_max")
     args = ap.parse_args()
     synth = load_synthesizer(args.model, args.which)

@@ -116,8 +116,8 @@ def zoo(
             from synthnet.orchestrate.cluster import ray_map
 
             pool, cpus = ray_map(ray_address)
-        stats = build_zoo(out, [a for a in arch.split(",") if a], dataset, parse_seeds(seeds), Recipe(epochs, lr, batch),
-                          cpus if workers is None else workers, pool=pool, orders=orders)
+        stats = build_zoo(out, [a for a in arch.split(",") if a], dataset, parse_seeds(seeds),
+                          Recipe(epochs, lr, batch), cpus if workers is None else workers, pool=pool, orders=orders)
         console.print(f"trained {stats['trained']} runs, skipped {stats['skipped']} finished, "
                       f"{stats['seconds']:.1f} s")
     print_table(summarize(out), title=f"zoo {out}: test accuracy by epoch")

@@ -2,8 +2,9 @@
 
 For every eval seed (never a seed the model used: its record, seeds.py) the default random init is built, then six
 sections are measured on the test split. K is chosen on the val split of the same seeds (the K with the highest
-mean val accuracy); test is read only to report, so nothing here is selected on it. Wall-clock figures are per network: a batch of N networks is timed and divided by N, for the teacher
-(training only, evaluation excluded) and for synthesis alike, in the same process.
+mean val accuracy); test is read only to report, so nothing here is selected on it. Wall-clock figures are per
+network: a batch of N networks is timed and divided by N, for the teacher (training only, evaluation excluded) and
+for synthesis alike, in the same process.
 
 results.json (schema 2; keys are stable, figures are floats unless stated):
   schema: 2;  model / flat_model: the synthesizers' `identity` dicts (flat_model null when not given)
@@ -16,17 +17,16 @@ results.json (schema 2; keys are stable, figures are floats unless stated):
   per_seed: [{seed: int, teacher, synthnet, baselines, novelty, robustness, speed}], one per seed, where
     teacher:    acc, loss, seconds: [epochs + 1] per epoch (seconds: cumulative training time); final_acc
     synthnet:   acc, loss, seconds, val_acc: [k_max] (index K-1: a K-step synthesis; acc and loss on test, val_acc
-                on val); chain_acc: {"K": [K] accuracy
-                after each step of the K-step synthesis}; best_acc; margin (best_acc - teacher final_acc);
-                beats_teacher (1.0 when margin > 0, else 0.0)
+                on val); chain_acc: {"K": [K] accuracy after each step of the K-step synthesis}; best_acc
+                (at best_k); margin (best_acc - teacher final_acc); beats_teacher (1.0 when margin > 0, else 0.0)
     baselines:  {name: {acc, loss, d_teacher, d_final, ratio_final}} for nearest_init_copy, finals_average,
                 finals_gaussian, final_noise_<scale> (see baselines.py) and flat_mlp when a flat model is given
     novelty:    d_teacher (aligned distance to its own teacher), d_ckpt (to the nearest zoo checkpoint, any
-                epoch), teacher_d_ckpt (the same for its teacher), ckpt_run, ckpt_epoch (int: zoo seed and epoch), d_final, final_run (int; nearest
-                zoo final), ratio_ckpt = d_teacher / d_ckpt, ratio_final = d_teacher / d_final, final_vs_zoo =
-                d_final / mean zoo-vs-zoo leave-one-out nearest-final distance, iou_teacher (error IoU with
-                its teacher), iou_zoo_max (highest error IoU with any zoo final), iou_synth_mean (mean error IoU
-                with the other synthesized nets)
+                epoch), teacher_d_ckpt (the same for its teacher), ckpt_run, ckpt_epoch (int: zoo seed and
+                epoch of it), d_final, final_run (int; nearest zoo final), ratio_ckpt = d_teacher / d_ckpt,
+                ratio_final = d_teacher / d_final, final_vs_zoo = d_final / mean zoo-vs-zoo leave-one-out
+                nearest-final distance, iou_teacher (error IoU with its teacher), iou_zoo_max (highest error IoU
+                with any zoo final), iou_synth_mean (mean error IoU with the other synthesized nets)
     robustness: {"sigma_<s>": {acc, gain}} for init + centred Gaussian noise of std s x each tensor's std
                 (gain = output change / input change, L2), {"init_<scheme>": {acc}} for other init schemes
     speed:      synth_seconds (best K), teacher_seconds (teacher time to reach this seed's SynthNet
