@@ -11,7 +11,8 @@ from synthnet.errors import SynthNetError
 from synthnet.scoring import evaluate
 from synthnet.targets import build_module, init_state, parse_spec
 from synthnet.weights import load_weights, stack_states
-from synthnet.zoo import MANIFEST, Recipe, build_zoo, load_zoo, parse_seeds, read_manifest, summarize, train_many
+from synthnet.zoo import (MANIFEST, Recipe, build_zoo, checkpoint, load_zoo, parse_seeds, read_manifest, summarize,
+                          train_many)
 
 FIELDS = {"seed", "epoch", "path", "arch", "dataset", "init", "train_acc", "train_loss", "val_acc", "val_loss",
           "test_acc", "test_loss", "order", "recipe"}
@@ -109,8 +110,9 @@ def test_zoo_manifest(zoo, digits):
         assert set(r) == FIELDS
         assert (r["arch"], r["dataset"], r["init"]) == ("mlp:64-32-10", "digits", "default")
         assert not r["path"].startswith("/") and (out / r["path"]).is_file()
-        state, _, meta = load_weights(out / r["path"])
-        assert (meta["seed"], meta["epoch"], meta["dataset"]) == (r["seed"], r["epoch"], "digits")
+        _, _, meta = load_weights(out / r["path"], stacked=True)  # one file per run, epochs stacked
+        assert (meta["seed"], meta["order"], meta["epochs"], meta["dataset"]) == (r["seed"], 0, 2, "digits")
+        state = checkpoint(out, r)
         if r["epoch"] == 0:
             init = init_state(spec, r["seed"])
             assert all(torch.equal(state[k], init[k]) for k in init)
@@ -125,7 +127,7 @@ def test_zoo_final_checkpoint_is_teacher(zoo, digits):
     out, _ = zoo
     row = next(r for r in read_manifest(out) if (r["seed"], r["epoch"]) == (1, 2))
     want = plain_teacher(1, digits.x_train, digits.y_train, epochs=2)
-    state = load_weights(out / row["path"])[0]
+    state = checkpoint(out, row)
     for k, v in want.items():
         torch.testing.assert_close(state[k], v, rtol=0, atol=1e-5)
 
@@ -147,7 +149,7 @@ def test_summarize_and_load_zoo(zoo):
         "0.weight": (3, 3, 32, 64), "0.bias": (3, 3, 32), "2.weight": (3, 3, 10, 32), "2.bias": (3, 3, 10)}
     assert z.val_acc.shape == (3, 3)
     row = next(r for r in rows if (r["seed"], r["epoch"]) == (2, 1))
-    assert torch.equal(z.params["0.weight"][2, 1], load_weights(out / row["path"])[0]["0.weight"])
+    assert torch.equal(z.params["0.weight"][2, 1], checkpoint(out, row)["0.weight"])
     assert z.val_acc[2, 1].item() == pytest.approx(row["val_acc"])
 
 
@@ -173,7 +175,8 @@ def test_a_zoo_holds_one_recipe_and_never_a_duplicate_row(tmp_path):
     out = tmp_path / "zoo"
     build_zoo(out, ["mlp:64-8-10"], "digits", [0, 1], Recipe(epochs=2, lr=1e-3))
     rows = read_manifest(out)
-    assert {json.dumps(r["recipe"]) for r in rows} == {json.dumps({"epochs": 2, "lr": 1e-3, "batch": 32})}
+    assert {json.dumps(r["recipe"]) for r in rows} == {json.dumps(
+        {"epochs": 2, "lr": 1e-3, "batch": 32, "optimizer": "adam", "label_smoothing": 0.0})}
     assert load_zoo(out).recipe == Recipe(epochs=2, lr=1e-3)
     for other, option in ((Recipe(epochs=3, lr=1e-3), "--epochs 2; this run asks --epochs 3"),
                           (Recipe(epochs=2), "--lr 0.001; this run asks --lr 0.003")):
@@ -191,8 +194,8 @@ def test_orders_add_runs_from_the_same_inits_and_order_zero_is_the_recipe(tmp_pa
     rows = read_manifest(two)
     assert sorted({(r["seed"], r["order"]) for r in rows}) == [(s, o) for s in (0, 1) for o in range(3)]
     assert len(rows) == len({(r["seed"], r["order"], r["epoch"]) for r in rows}) == 12
-    final = {(r["seed"], r["order"]): load_weights(two / r["path"])[0] for r in rows if r["epoch"] == 1}
-    init = {(r["seed"], r["order"]): load_weights(two / r["path"])[0] for r in rows if r["epoch"] == 0}
+    final = {(r["seed"], r["order"]): checkpoint(two, r) for r in rows if r["epoch"] == 1}
+    init = {(r["seed"], r["order"]): checkpoint(two, r) for r in rows if r["epoch"] == 0}
     w = "0.weight"
     assert torch.equal(init[0, 0][w], init[0, 2][w])  # the same init
     assert not torch.equal(final[0, 0][w], final[0, 1][w]) and not torch.equal(final[0, 1][w], final[0, 2][w])
@@ -208,7 +211,7 @@ def test_mixed_arch_zoo(tmp_path):
     assert sorted((r["arch"], r["seed"], r["epoch"]) for r in rows) == [
         (a, s, e) for a in archs for s in range(2) for e in range(2)]
     for r in rows:
-        assert load_weights(out / r["path"])[1] == parse_spec(r["arch"])
+        assert load_weights(out / r["path"], stacked=True)[1] == parse_spec(r["arch"])
     with pytest.raises(SynthNetError) as exc:
         load_zoo(out)
     assert str(exc.value) == f"{out}: holds archs {archs}; choose one"
@@ -227,7 +230,7 @@ def test_parallel_workers_match_one_process(tmp_path):
     rows_one, rows_two = sorted(read_manifest(one), key=key), sorted(read_manifest(two), key=key)
     assert [key(r) for r in rows_two] == [key(r) for r in rows_one]
     for a, b in zip(rows_one, rows_two):
-        wa, wb = load_weights(one / a["path"])[0], load_weights(two / b["path"])[0]
+        wa, wb = checkpoint(one, a), checkpoint(two, b)
         assert all(torch.allclose(wa[k], wb[k], rtol=0, atol=1e-6) for k in wa)
 
 

@@ -96,8 +96,10 @@ def zoo(
     dataset: str = typer.Option(DEFAULTS.data.dataset, help="digits|mnist1d|idx:<dir>"),
     seeds: str = typer.Option(DEFAULTS.zoo.seeds, help="A:B (half-open) or a comma list"),
     epochs: int = typer.Option(DEFAULTS.zoo.epochs, help="teacher recipe epochs"),
-    lr: float = typer.Option(DEFAULTS.zoo.lr, help="teacher recipe Adam learning rate"),
+    lr: float = typer.Option(DEFAULTS.zoo.lr, help="teacher recipe learning rate"),
     batch: int = typer.Option(DEFAULTS.zoo.batch, help="teacher recipe batch size"),
+    optimizer: str = typer.Option(DEFAULTS.zoo.optimizer, help="teacher recipe optimizer: adam | sgd (momentum 0.9)"),
+    label_smoothing: float = typer.Option(DEFAULTS.zoo.label_smoothing, help="teacher recipe label smoothing"),
     orders: int = typer.Option(DEFAULTS.zoo.orders, help="minibatch orders per init (order 0 is the recipe's own; "
                                "more show the spread of runs one init allows)"),
     workers: Optional[int] = typer.Option(None, help="chunks of seeds trained at once: processes here (default 1: "
@@ -117,7 +119,8 @@ def zoo(
 
             pool, cpus = ray_map(ray_address)
         stats = build_zoo(out, [a for a in arch.split(",") if a], dataset, parse_seeds(seeds),
-                          Recipe(epochs, lr, batch), cpus if workers is None else workers, pool=pool, orders=orders)
+                          Recipe(epochs, lr, batch, optimizer, label_smoothing), cpus if workers is None else workers,
+                          pool=pool, orders=orders)
         console.print(f"trained {stats['trained']} runs, skipped {stats['skipped']} finished, "
                       f"{stats['seconds']:.1f} s")
     print_table(summarize(out), title=f"zoo {out}: test accuracy by epoch")

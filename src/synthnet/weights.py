@@ -105,8 +105,9 @@ def _read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise SynthNetError(f"{path}: not a readable safetensors file ({msg})") from None
 
 
-def validate(state: dict[str, torch.Tensor], spec: Spec, source: str) -> dict[str, torch.Tensor]:
-    """Check keys, shapes, dtypes and finiteness against `spec`; return float32 copies."""
+def validate(state: dict[str, torch.Tensor], spec: Spec, source: str, stacked: bool = False) -> dict[str, torch.Tensor]:
+    """Check keys, shapes (stacked: of each tensor's rows, e.g. a zoo run's epochs), dtypes and finiteness against
+    `spec`; return float32 copies."""
     expected = spec.shapes()
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
@@ -115,8 +116,9 @@ def validate(state: dict[str, torch.Tensor], spec: Spec, source: str) -> dict[st
     out = {}
     for k, shape in expected.items():
         t = state[k]
-        if tuple(t.shape) != shape:
-            raise SynthNetError(f"{source}: tensor {k} has shape {tuple(t.shape)}, arch {spec} needs {shape}")
+        if tuple(t.shape)[stacked:] != shape:
+            need = f"(rows, {', '.join(map(str, shape))})" if stacked else str(shape)
+            raise SynthNetError(f"{source}: tensor {k} has shape {tuple(t.shape)}, arch {spec} needs {need}")
         if t.dtype not in FLOAT_DTYPES:
             raise SynthNetError(f"{source}: tensor {k} has dtype {t.dtype}; accepted: float32, float64, float16, bfloat16")
         t = t.to(torch.float32)
@@ -126,8 +128,10 @@ def validate(state: dict[str, torch.Tensor], spec: Spec, source: str) -> dict[st
     return out
 
 
-def load_weights(path: Path, arch: Spec | str | None = None) -> tuple[dict[str, torch.Tensor], Spec, dict]:
-    """Read and validate a weight file: (float32 state_dict, spec, metadata). `arch` overrides metadata."""
+def load_weights(path: Path, arch: Spec | str | None = None, stacked: bool = False,
+                 ) -> tuple[dict[str, torch.Tensor], Spec, dict]:
+    """Read and validate a weight file: (float32 state_dict, spec, metadata). `arch` overrides metadata; stacked:
+    every tensor holds rows of the arch's shape (key -> (rows, *shape))."""
     path = Path(path)
     state, _ = _read_raw(path)
     meta = read_metadata(path)
@@ -141,7 +145,7 @@ def load_weights(path: Path, arch: Spec | str | None = None) -> tuple[dict[str, 
         except SynthNetError as exc:
             where = "--arch" if arch is not None else f"{path}: its synthnet.arch metadata"
             raise SynthNetError(f"{where}: {exc}") from None
-    return validate(state, spec, str(path)), spec, meta
+    return validate(state, spec, str(path), stacked), spec, meta
 
 
 def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

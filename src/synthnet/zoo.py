@@ -1,6 +1,11 @@
 """Checkpoint zoo: many real training runs of a target family, every epoch saved, one manifest row each.
 
-The teacher recipe is a contract: torch.manual_seed(seed) + construct (= the default init), Adam, cross-entropy,
+A run (arch, seed, minibatch order) is one safetensors file, `<arch>/seed<S>[-order<R>].safetensors`, whose tensors
+stack epochs 0..E on dim 0 (key -> (E + 1, *shape); `checkpoint()` reads one epoch as a plain state_dict); its
+manifest rows (one per epoch, with train/val/test accuracy and loss) all name that file.
+
+The teacher recipe is a contract: torch.manual_seed(seed) + construct (= the default init), Adam (or SGD with
+momentum 0.9), cross-entropy (optionally label-smoothed),
 data order from torch.Generator().manual_seed(seed) with one randperm per epoch, consecutive batches, the last
 partial batch kept. Many networks train at once as stacked tensors; their losses are summed (not averaged) so
 each network's gradient, and therefore its Adam update, is exactly its own.
@@ -44,8 +49,10 @@ class Recipe:
     """The teacher recipe (defaults are the contract other tools reproduce)."""
 
     epochs: int = 30  # passes over the train split
-    lr: float = 3e-3  # Adam learning rate
+    lr: float = 3e-3  # learning rate
     batch: int = 32  # minibatch size; the last partial batch is kept
+    optimizer: str = "adam"  # adam | sgd (momentum 0.9)
+    label_smoothing: float = 0.0  # label smoothing of the cross-entropy
 
     def __post_init__(self):
         """Refuse a recipe no run can follow, naming the `synthnet zoo` option and its accepted range (epochs = 0
@@ -54,11 +61,23 @@ class Recipe:
             raise SynthNetError(f"--batch {self.batch}: accepted: an integer >= 1")
         if not 0 < self.lr < math.inf:
             raise SynthNetError(f"--lr {self.lr}: accepted: a finite number > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise SynthNetError(f"--optimizer {self.optimizer!r}: accepted: {', '.join(OPTIMIZERS)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise SynthNetError(f"--label-smoothing {self.label_smoothing}: accepted: a number in [0, 1)")
+
+    def optimizer_for(self, params) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=0.9)
+        return torch.optim.Adam(params, lr=self.lr)
+
+
+OPTIMIZERS = ("adam", "sgd")
 
 
 def recipe(zoo_cfg) -> Recipe:
     """The teacher recipe a zoo config (config.ZooConfig) names."""
-    return Recipe(zoo_cfg.epochs, zoo_cfg.lr, zoo_cfg.batch)
+    return Recipe(zoo_cfg.epochs, zoo_cfg.lr, zoo_cfg.batch, zoo_cfg.optimizer, zoo_cfg.label_smoothing)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -99,7 +118,7 @@ def train_many(spec: Spec, seeds: list[int], data: Dataset, recipe: Recipe,
     """
     start = init if init is not None else stack_states([init_state(spec, s) for s in seeds])
     params = {k: v.detach().clone().requires_grad_() for k, v in start.items()}
-    opt = torch.optim.Adam(params.values(), lr=recipe.lr)
+    opt = recipe.optimizer_for(params.values())
     gens = [torch.Generator().manual_seed(data_order_seed(s, o)) for s, o in zip(seeds, orders or [0] * len(seeds))]
     x, y = data.x_train, data.y_train
     n = len(x)
@@ -110,7 +129,8 @@ def train_many(spec: Spec, seeds: list[int], data: Dataset, recipe: Recipe,
         for lo in range(0, n, recipe.batch):
             idx = order[:, lo:lo + recipe.batch]  # (N, b)
             out = logits_per_set(spec, params, x[idx])  # (N, b, C)
-            loss = nn.functional.cross_entropy(out.transpose(1, 2), y[idx], reduction="none").mean(1).sum()
+            loss = nn.functional.cross_entropy(out.transpose(1, 2), y[idx], reduction="none",
+                                               label_smoothing=recipe.label_smoothing).mean(1).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -119,8 +139,20 @@ def train_many(spec: Spec, seeds: list[int], data: Dataset, recipe: Recipe,
     return {k: v.detach() for k, v in params.items()}
 
 
-def run_dir(spec: Spec, seed: int, order: int) -> str:
-    return f"{str(spec).replace(':', '_')}/seed{seed:05d}{f'-order{order}' if order else ''}"
+def run_file(spec: Spec, seed: int, order: int) -> str:
+    """Path of run (seed, order) of `spec` inside its zoo."""
+    return f"{str(spec).replace(':', '_')}/seed{seed:05d}{f'-order{order}' if order else ''}.safetensors"
+
+
+def load_run(path: Path, spec: Spec) -> dict[str, torch.Tensor]:
+    """Every epoch of one run file: key -> (E + 1, *shape), float32, shapes checked against `spec`."""
+    stacked, _, _ = load_weights(path, spec, stacked=True)
+    return stacked
+
+
+def checkpoint(zoo: Path, row: dict) -> dict[str, torch.Tensor]:
+    """The plain state_dict of one manifest row (one epoch of one run)."""
+    return {k: v[row["epoch"]] for k, v in load_run(Path(zoo) / row["path"], parse_spec(row["arch"])).items()}
 
 
 def _die_with_parent(parent: int) -> None:
@@ -146,18 +178,23 @@ def _train_chunk(args: tuple) -> list[dict]:
     if threads:
         torch.set_num_threads(threads)
     spec, data, rows = parse_spec(arch), load_dataset(dataset), []
+    states, scores = [], []
 
-    def save(epoch: int, params: dict[str, torch.Tensor]) -> None:
-        scores = {s: evaluate(spec, params, *data.split(s)) for s in ("train", "val", "test")}
-        for i, (seed, order) in enumerate(runs):
-            rel = f"{run_dir(spec, seed, order)}/epoch{epoch:03d}.safetensors"
-            metrics = {f"{s}_{m}": round(float(getattr(sc, m)[i]), 6) for s, sc in scores.items() for m in ("acc", "loss")}
-            save_weights(Path(out) / rel, {k: v[i] for k, v in params.items()}, spec, dataset=dataset, seed=seed,
-                         order=order, epoch=epoch, init="default", metrics=metrics)
+    def record(epoch: int, params: dict[str, torch.Tensor]) -> None:
+        states.append({k: v.clone() for k, v in params.items()})
+        scores.append({s: evaluate(spec, params, *data.split(s)) for s in ("train", "val", "test")})
+
+    train_many(spec, seeds, data, recipe, on_epoch=record, orders=orders)
+    stacked = {k: torch.stack([st[k] for st in states], 1) for k in states[0]}  # key -> (runs, E + 1, *shape)
+    for i, (seed, order) in enumerate(runs):
+        rel = run_file(spec, seed, order)
+        save_weights(Path(out) / rel, {k: v[i] for k, v in stacked.items()}, spec, dataset=dataset, seed=seed,
+                     order=order, epochs=recipe.epochs, init="default", recipe=asdict(recipe))
+        for epoch, split_scores in enumerate(scores):
+            metrics = {f"{s}_{m}": round(float(getattr(sc, m)[i]), 6) for s, sc in split_scores.items()
+                       for m in ("acc", "loss")}
             rows.append({"seed": seed, "order": order, "epoch": epoch, "path": rel, "arch": str(spec),
                          "dataset": dataset, "init": "default", "recipe": asdict(recipe), **metrics})
-
-    train_many(spec, seeds, data, recipe, on_epoch=save, orders=orders)
     return rows
 
 
@@ -172,15 +209,17 @@ def read_manifest(zoo: Path) -> list[dict]:
 def zoo_recipe(zoo: Path, rows: list[dict]) -> Recipe | None:
     """The one recipe every run of the zoo was trained with (None for an empty zoo). A zoo holds one recipe: a
     run is identified by (arch, seed, order) within it."""
-    recorded = {json.dumps(r.get("recipe"), sort_keys=True) for r in rows}
-    if len(recorded) > 1 or None in (r.get("recipe") for r in rows):
-        raise SynthNetError(f"{zoo}: its runs record {'no recipe' if 'null' in recorded else 'several recipes'} "
-                            "(built by an older SynthNet?); build the zoo again in a new directory")
-    return Recipe(**json.loads(recorded.pop())) if recorded else None
+    if any(r.get("recipe") is None for r in rows):
+        raise SynthNetError(f"{zoo}: its runs record no recipe (built by an older SynthNet?); build the zoo again in "
+                            "a new directory")
+    recorded = {Recipe(**r["recipe"]) for r in rows}  # fields added since a row was written take their defaults
+    if len(recorded) > 1:
+        raise SynthNetError(f"{zoo}: its runs record several recipes; build the zoo again in a new directory")
+    return recorded.pop() if recorded else None
 
 
 def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recipe: Recipe = Recipe(),
-              workers: int = 1, chunk: int = 128, pool: Pool | None = None, orders: int = 1) -> dict:
+              workers: int = 1, chunk: int = 512, pool: Pool | None = None, orders: int = 1) -> dict:
     """Train every (arch, seed, order) run not already finished in `out`; append their manifest rows. A zoo holds
     one recipe (recorded in every row): a re-run with another is refused, naming the option that differs.
 
@@ -232,8 +271,9 @@ def _same_recipe(zoo: Path, held: Recipe | None, asked: Recipe) -> None:
     """Refuse to add runs of another recipe to a zoo, naming the option."""
     for f in fields(Recipe):
         if held is not None and getattr(held, f.name) != getattr(asked, f.name):
-            raise SynthNetError(f"{zoo} holds runs trained with --{f.name} {getattr(held, f.name)}; this run asks "
-                                f"--{f.name} {getattr(asked, f.name)} (a zoo holds one recipe: use another --out)")
+            option = "--" + f.name.replace("_", "-")
+            raise SynthNetError(f"{zoo} holds runs trained with {option} {getattr(held, f.name)}; this run asks "
+                                f"{option} {getattr(asked, f.name)} (a zoo holds one recipe: use another --out)")
 
 
 def default_arch(zoo: Path, arch: str) -> str:
@@ -300,11 +340,8 @@ def load_zoo(zoo: Path, arch: str | None = None) -> ZooTensors:
         by_seed[r["seed"]][r["epoch"]] = r
     n_ep = max(len(v) for v in by_seed.values())
     seeds = sorted(s for s, v in by_seed.items() if len(v) == n_ep)
-    states, val = [], []
-    for s in seeds:
-        eps = [by_seed[s][e] for e in range(n_ep)]
-        states.append(stack_states([load_weights(Path(zoo) / r["path"], spec)[0] for r in eps]))
-        val.append([r["val_acc"] for r in eps])
+    states = [load_run(Path(zoo) / by_seed[s][0]["path"], spec) for s in seeds]
+    val = [[by_seed[s][e]["val_acc"] for e in range(n_ep)] for s in seeds]
     out = ZooTensors(spec, seeds, stack_states(states), torch.tensor(val), recipe)
     save_weights(pack, {**out.params, "seeds": torch.tensor(seeds, dtype=torch.float32), "val_acc": out.val_acc},
                  spec, rows=stamp)
