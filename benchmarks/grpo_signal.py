@@ -4,10 +4,11 @@ For each of --inits fresh inits, G rollouts are sampled around the policy mean m
 with the configured reward on the reward's samples (grpo.reward_split). The group's policy-gradient direction in
 action space is sum_i A_i * eps_i (A: group advantages, eps: the unit noise of rollout i). Printed per group size:
 its cosine with the exact gradient of the reward's smooth part (-cross-entropy on those samples) at mu, against
-sqrt(G / (G + d)), what G samples of a linear reward would give, and 1/sqrt(d), a random direction in the d weight
-dimensions; and its cosine with the train split's cross-entropy gradient, the teacher's own objective. Figures only:
+sqrt(G / (G + d)), what G samples of a linear reward would give in the d explored dimensions (grpo.explore: every
+weight, or one direction per neuron, whose span caps the cosine further: printed), and 1/sqrt(weights), a random
+direction; and its cosine with the train split's cross-entropy gradient, the teacher's own objective. Figures only:
 nothing is asserted. Run:
-  .venv/bin/python benchmarks/grpo_signal.py --model RUN [--inits 32] [--groups 8,32,128] [reward.ce_weight=3 ...]
+  .venv/bin/python benchmarks/grpo_signal.py --model RUN [--inits 32] [--groups 8,32,128] [grpo.explore=neurons ...]
 """
 
 from __future__ import annotations
@@ -39,20 +40,22 @@ def ce_gradient(synth, spec, mean: torch.Tensor, x, y) -> torch.Tensor:
     return grad
 
 
-def group_direction(synth, spec, mean, start, sigma, group, x, y, reward_cfg, g) -> torch.Tensor:
-    """(B, N, F) sum over each init's group of advantage x unit noise, K=1 rollouts scored by the real reward."""
-    policy = GaussianPolicy(synth, sigma)
-    mu = mean.repeat_interleave(group, 0)
-    action = policy.sample(spec, torch.distributions.Normal(mu, torch.full_like(mu, sigma)), g)
-    states = synth.decode(spec, torch.cat([start, action]))
+@torch.no_grad()
+def group_direction(policy, spec, start, group, x, y, reward_cfg, g) -> torch.Tensor:
+    """(B, N, F) sum over each init's group of advantage x the rollout's noise, K=1 rollouts from start (B, N, F)
+    scored by the real reward."""
+    ones = torch.ones(len(start))
+    dist, _ = policy.forward(spec, start, ones, 0 * ones, torch.arange(len(start)).repeat_interleave(group))
+    action = policy.sample(spec, dist, g)
+    states = policy.synth.decode(spec, torch.cat([start, action]))
     sc = evaluate(spec, states, x, y)
-    b = len(mean)
+    b = len(start)
     acc = torch.stack([sc.acc[:b].repeat_interleave(group), sc.acc[b:]], 1)
-    ones = torch.ones(len(action), dtype=torch.long)
-    reward, _ = rollout_reward(acc, sc.loss[b:], torch.ones(len(action)), ones, reward_cfg)
+    steps = torch.ones(len(action), dtype=torch.long)
+    reward, _ = rollout_reward(acc, sc.loss[b:], torch.ones(len(action)), steps, reward_cfg)
     adv = group_advantages(reward.view(b, group)).flatten()
-    eps = (action - mu) / sigma
-    return (adv[:, None, None] * eps).view(b, group, *mean.shape[1:]).sum(1)
+    eps = (action - dist.mean) / policy.sigma
+    return (adv[:, None, None] * eps).view(b, group, *start.shape[1:]).sum(1)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -78,13 +81,20 @@ def main() -> None:
     with torch.no_grad():
         mean, _ = synth.step(spec, start, ones, 0 * ones)
     mask = layout(spec).mask.float()
+    policy = GaussianPolicy(synth, cfg.grpo.sigma, cfg.grpo.explore, synth)
     exact = ce_gradient(synth, spec, mean, x, y)
     train = ce_gradient(synth, spec, mean, *data.split("train"))
-    dims = int(mask.sum())
-    print(f"d = {dims} weight dimensions; a random direction has cosine ~ {dims ** -0.5:.3f}; "
+    dims = int(mask.sum()) if cfg.grpo.explore == "weights" else len(mask)
+    print(f"explore={cfg.grpo.explore}: d = {dims} explored dimensions; a random direction has cosine "
+          f"~ {int(mask.sum()) ** -0.5:.3f}; "
           f"val-CE vs train-CE gradient cosine {cosine(exact, train, mask).mean():.3f}")
+    if cfg.grpo.explore == "neurons":  # the most any estimate in the neurons' span can reach
+        basis = policy.forward(spec, start, ones, 0 * ones)[0].basis
+        span = (exact * basis).sum(-1, keepdim=True) * basis
+        print(f"cosine of the exact gradient with its projection on the neuron directions "
+              f"{cosine(exact, span, mask).mean():.3f}")
     for group in map(int, args.groups.split(",")):
-        d = group_direction(synth, spec, mean, start, cfg.grpo.sigma, group, x, y, cfg.reward, g)
+        d = group_direction(policy, spec, start, group, x, y, cfg.reward, g)
         c, ct = cosine(d, exact, mask), cosine(d, train, mask)
         print(f"G={group:4d} cosine with the val-CE gradient {c.mean():.3f} +- {c.std():.3f} (linear-reward bound "
               f"{(group / (group + dims)) ** 0.5:.3f}), with the train-CE gradient {ct.mean():.3f}")

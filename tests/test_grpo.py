@@ -1,6 +1,8 @@
 """GRPO loop: ratio = 1 on the first pass, reward rises on a toy target, the real loop runs and resumes."""
 
+import copy
 import json
+import math
 import subprocess
 import sys
 import time
@@ -23,16 +25,17 @@ from synthnet.targets import parse_spec
 from synthnet.tokens import layout
 
 
-def _setup(run, sigma=0.05):
+def _setup(run, sigma=0.05, explore="weights"):
     synth = load_synthesizer(run)
-    policy = GaussianPolicy(synth, sigma)
+    policy = GaussianPolicy(synth, sigma, explore, copy.deepcopy(synth).requires_grad_(False))
     spec = synth.spec
     start = synth.encode(spec, inits(spec, [1_000_001, 1_000_002]))  # two inits, four rollouts each
     return synth, policy, spec, start
 
 
-def test_ratio_is_one_on_the_first_pass(tiny_run):
-    synth, policy, spec, start = _setup(tiny_run)
+@pytest.mark.parametrize("explore", ["weights", "neurons"])
+def test_ratio_is_one_on_the_first_pass(tiny_run, explore):
+    synth, policy, spec, start = _setup(tiny_run, explore=explore)
     g = torch.Generator().manual_seed(0)
     ro = rollout(policy, spec, start, 4, torch.tensor([1, 2, 2, 1, 2, 1, 1, 2]), g)
     assert len(ro.rollout) == 12 and len(ro.inputs) == 4 + 4  # first steps: one per (init, K); then one each
@@ -144,6 +147,23 @@ def test_grpo_loop_logs_diagnostics_and_resumes_exactly(tiny_run, tmp_path):
     grpo(cfg, tiny_run, split, stop_after=3)
     grpo(cfg, tiny_run, split)
     assert _rows(split) == rows
+
+
+def test_neuron_exploration_with_the_exact_gradient_term_explores_one_direction_per_neuron(tiny_run, tmp_path):
+    """explore=neurons moves each token of a rollout along one direction only, and label_weight adds the prompts'
+    label cross-entropy, logged, to a loop that still runs and resumes like the default one."""
+    synth, policy, spec, start = _setup(tiny_run, explore="neurons")
+    ro = rollout(policy, spec, start, 4, torch.ones(8, dtype=torch.long), torch.Generator().manual_seed(0))
+    dist, _ = policy.forward(spec, ro.inputs, ro.level_in, ro.level_out, ro.source)
+    move = ro.actions - dist.mean  # (M, N, F): each token moves along its direction only
+    along = (move * dist.basis).sum(-1, keepdim=True) * dist.basis
+    torch.testing.assert_close(move, along)
+    assert along.abs().sum() > 0 and torch.equal(dist.basis[0], dist.basis[1])  # one init's rollouts: one basis
+    cfg = compose(None, ["grpo.iters=2", "grpo.eval_every=2", "grpo.explore=neurons", "grpo.label_weight=1"],
+                  base=load_synthesizer(tiny_run).cfg)
+    grpo(cfg, tiny_run, tmp_path / "run")
+    rows = _rows(tmp_path / "run")
+    assert all(math.isfinite(r["label_ce"]) and r["label_ce"] > 0 for r in rows[1:])
 
 
 def test_prompt_seeds_are_never_reused_across_a_live_patch_and_a_resume(tiny_run, tmp_path):

@@ -9,7 +9,7 @@ from torch.distributions import Normal
 from synthnet.config import GRPOConfig, RewardConfig
 from synthnet.rl.advantage import group_advantages, zero_spread_fraction
 from synthnet.rl.grpo import sample_k
-from synthnet.rl.policy import GaussianPolicy
+from synthnet.rl.policy import GaussianPolicy, StepDist
 from synthnet.rl.reward import rollout_reward, step_rewards
 from synthnet.targets import parse_spec
 from synthnet.tokens import layout
@@ -82,7 +82,7 @@ def test_policy_masked_log_prob_and_kl_match_a_hand_computation():
     sigma, g = 0.3, torch.Generator().manual_seed(0)
     mu, mu_ref = torch.randn((2, *mask.shape), generator=g), torch.randn((2, *mask.shape), generator=g)
     policy = GaussianPolicy(None, sigma)  # log_prob / kl / sample never call the denoiser
-    dist = Normal(mu, torch.full_like(mu, sigma))
+    dist = StepDist(mu, sigma, None)
     action = policy.sample(spec, dist, g)
     assert (action[:, ~mask] == mu[:, ~mask]).all()  # padded slots get no noise
     action[:, ~mask] = 1e6  # and are never read
@@ -93,9 +93,28 @@ def test_policy_masked_log_prob_and_kl_match_a_hand_computation():
             lp += -(a - u) ** 2 / (2 * sigma**2) - math.log(sigma) - 0.5 * math.log(2 * math.pi)
             kl += (u - r) ** 2 / (2 * sigma**2)
             n += 1
-        ref = Normal(mu_ref, torch.full_like(mu_ref, sigma))
         assert policy.log_prob(spec, dist, action)[m].item() == pytest.approx(lp / n, rel=1e-5)
-        assert policy.kl(spec, dist, ref)[m].item() == pytest.approx(kl / n, rel=1e-5)
+        assert policy.kl(spec, dist, mu_ref)[m].item() == pytest.approx(kl / n, rel=1e-5)
+
+
+def test_neuron_exploration_moves_each_token_along_its_direction_with_an_exact_log_density():
+    """explore=neurons: action - mean is z_n * sigma * u_n per token, and log_prob is the mean over tokens of the
+    unit-Normal log-density of z_n, less log sigma; a move orthogonal to every u_n changes nothing."""
+    spec = parse_spec("mlp:6-3-2")
+    mask = layout(spec).mask
+    sigma, g = 0.3, torch.Generator().manual_seed(1)
+    mu = torch.randn((2, *mask.shape), generator=g)
+    basis = torch.randn((2, *mask.shape), generator=g) * mask
+    basis = basis / basis.norm(dim=-1, keepdim=True)
+    policy, dist = GaussianPolicy(None, sigma, "neurons"), StepDist(mu, sigma, basis)
+    action = policy.sample(spec, dist, g)
+    z = ((action - mu) * basis).sum(-1) / sigma  # (2, N)
+    torch.testing.assert_close(action - mu, sigma * z[..., None] * basis)
+    expected = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).mean(-1) - math.log(sigma)
+    torch.testing.assert_close(policy.log_prob(spec, dist, action), expected)
+    other = torch.randn(mu.shape, generator=g) * mask
+    other = other - (other * basis).sum(-1, keepdim=True) * basis  # orthogonal to each token's direction
+    torch.testing.assert_close(policy.log_prob(spec, dist, action + other), expected)
 
 
 def test_every_rollout_of_a_group_gets_the_same_k():

@@ -43,8 +43,10 @@ class ZooConfig:
     path: str = "zoos/digits-mlp"  # zoo directory (built by `synthnet zoo`)
     seeds: str = ZOO_SEEDS  # zoo seeds (half-open A:B or a comma list); never used for evaluation
     epochs: int = opt(30, 1, 10**4)  # teacher recipe: passes over the train split
-    lr: float = opt(3e-3, 1e-8, 10.0)  # teacher recipe: Adam learning rate
+    lr: float = opt(3e-3, 1e-8, 10.0)  # teacher recipe: learning rate
     batch: int = opt(32, 1, 10**6)  # teacher recipe: minibatch size (the last partial batch is kept)
+    optimizer: str = opt("adam", choices=("adam", "sgd"))  # teacher recipe: Adam | SGD with momentum 0.9
+    label_smoothing: float = opt(0.0, 0.0, 0.99)  # teacher recipe: label smoothing of the cross-entropy
     orders: int = opt(1, 1, 64)  # minibatch orders per init (order 0: the recipe's own); the spread an init allows
     workers: int = opt(1, 1, 1024)  # zoo processes run at once
 
@@ -105,12 +107,15 @@ class GRPOConfig:
     k_max: int = opt(4, 1, 16, live=True)  # longest rollout
     k_dist: str = opt("uniform", choices=("uniform", "fixed"), live=True)  # K per group: uniform 1..k_max | k_max
     sigma: float = opt(0.02, 1e-4, 1.0, live=True)  # policy std in normalised weight space; 1 is pure noise
+    explore: str = opt("weights", choices=("weights", "neurons"))  # noise on: every weight | a direction per neuron
     lr: float = opt(1e-4, 0.0, 1e-2, live=True)  # AdamW learning rate; above 1e-2 RL destroys the supervised model
     eps_low: float = opt(0.2, 0.0, 1.0, live=True)  # PPO clip below 1
     eps_high: float = opt(0.28, 0.0, 10.0, live=True)  # PPO clip above 1
     passes: int = opt(2, 1, 100)  # optimisation passes over each batch of rollouts
     kl_beta: float = opt(0.01, 0.0, 10.0, live=True)  # weight of KL to the frozen supervised model
     aux_weight: float = opt(0.0, 0.0, 100.0, live=True)  # auxiliary supervised denoising loss on zoo pairs (0 = off)
+    label_weight: float = opt(0.0, 0.0, 100.0, live=True)  # exact gradient: prompts' label CE on reward samples
+    label_smoothing: float = opt(0.0, 0.0, 0.99, live=True)  # label smoothing of that cross-entropy
     group_mode: str = opt("sequences", choices=("sequences", "steps", "both"))  # what a group compares
     std_norm: bool = True  # divide advantages by the group std (False = Dr. GRPO)
     loss_norm: str = opt("grpo", choices=("grpo", "bnpo", "dr_grpo"))  # how the surrogate is averaged

@@ -35,6 +35,7 @@ class ZooTokens:
     tokens: torch.Tensor  # (R, E + 1, N, F) normalised tokens of the training runs
     init_std: torch.Tensor  # (N, F) std of the W_0 tokens (scale of input perturbations)
     val_init: dict[str, torch.Tensor]  # key -> (V, *shape) inits of held-out runs
+    val_teacher: float  # mean val-split accuracy of the held-out runs' own final checkpoints (their teachers)
     seeds: list[int]  # zoo seeds of every run read, training and held-out
 
     @property
@@ -60,7 +61,8 @@ def load_zoo_tokens(cfg: Config, normalizer: Normalizer | None = None) -> tuple[
         flat = {k: t[:runs].flatten(0, 1) for k, t in z.params.items()}
         tok = normalizer.normalize(z.spec, to_tokens(z.spec, flat))
         tok = tok.view(runs, n_ep, *tok.shape[1:])
-        out.append(ZooTokens(z.spec, tok, tok[:, 0].std(0), {k: t[runs:, 0] for k, t in z.params.items()}, z.seeds))
+        out.append(ZooTokens(z.spec, tok, tok[:, 0].std(0), {k: t[runs:, 0] for k, t in z.params.items()},
+                             z.val_acc[runs:, -1].mean().item(), z.seeds))
     return out, normalizer
 
 

@@ -25,7 +25,8 @@ from synthnet.synthesize import Synthesizer
 
 @torch.no_grad()
 def validate(synth: Synthesizer, zoos: list[ZooTokens], data: Dataset, k_max: int) -> dict:
-    """Real val-split accuracy of networks synthesized from held-out inits, per arch and K."""
+    """Real val-split accuracy of networks synthesized from held-out inits, per arch and K, and the margin of the
+    best K over those inits' own teachers (val_gain > 0: above the teacher)."""
     x, y = data.split("val")
     row = {}
     for zt in zoos:
@@ -34,6 +35,7 @@ def validate(synth: Synthesizer, zoos: list[ZooTokens], data: Dataset, k_max: in
     per_k = [sum(row[f"val_acc/{z.spec}/k{k}"] for z in zoos) / len(zoos) for k in range(1, k_max + 1)]
     row["val_acc"] = max(per_k)
     row["val_best_k"] = 1 + per_k.index(row["val_acc"])
+    row["val_gain"] = row["val_acc"] - sum(z.val_teacher for z in zoos) / len(zoos)
     return row
 
 
@@ -90,5 +92,6 @@ def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence
             row.update(validate(synth, zoos, data, t.k_max), steps_per_s=(step + 1) / (time.perf_counter() - t0))
             synth.best_k = row["val_best_k"]
         run.end_step(row, row["val_acc"] if validating else None,
-                     f"supervised val_acc {row.get('val_acc', 0):.3f} (k={row.get('val_best_k')})")
+                     f"supervised val_acc {row.get('val_acc', 0):.3f} (k={row.get('val_best_k')}, "
+                    f"{row.get('val_gain', 0):+.3f} vs teachers)")
     return synth

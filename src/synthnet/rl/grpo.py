@@ -1,7 +1,9 @@
 """The GRPO loop: fresh random inits as prompts, groups of stochastic denoising rollouts as completions, real
 accuracy as reward (train and val samples, never the held-out ones or test), PPO-clipped group-relative policy
-gradient, KL to the frozen supervised model and the supervised denoising loss kept as an auxiliary term. Rollouts
-are discarded after each update.
+gradient, KL to the frozen supervised model, and two optional terms: the supervised denoising loss on zoo runs
+(aux_weight) and the exact gradient of the reward's smooth part, the label cross-entropy of the prompts' mean-policy
+syntheses on the reward's samples backpropagated through the whole chain (label_weight, as DRaFT does for diffusion
+models). Rollouts are discarded after each update.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Normal
 
 from synthnet.config import Config, to_yaml
 from synthnet.data import Dataset, load_dataset
@@ -25,10 +26,10 @@ from synthnet.distributed import gather_cat, mean_over_ranks, require_multiple, 
 from synthnet.errors import SynthNetError
 from synthnet.patches import Rule
 from synthnet.rl.advantage import group_advantages, spread, zero_spread_fraction
-from synthnet.rl.policy import GaussianPolicy
+from synthnet.rl.policy import GaussianPolicy, StepDist
 from synthnet.rl.reward import rollout_reward, step_rewards
 from synthnet.runlog import Run
-from synthnet.scoring import evaluate
+from synthnet.scoring import evaluate, logits
 from synthnet.seeds import HELDOUT_BASE, prompt_seeds
 from synthnet.synthesize import Synthesizer, load_synthesizer
 from synthnet.targets import Spec, init_state
@@ -95,16 +96,12 @@ def first_steps(idx: torch.Tensor, k: torch.Tensor, group: int) -> tuple[torch.T
     return idx[pos], source
 
 
-def sample_rows(policy: GaussianPolicy, spec: Spec, dist: Normal, rows: torch.Tensor, n: int,
+def sample_rows(policy: GaussianPolicy, spec: Spec, dist: StepDist, rows: torch.Tensor, n: int,
                 g: torch.Generator) -> torch.Tensor:
     """(len(rows), N, F) actions of `rows` of the n active rollouts, `dist` being over those rows. The noise of all
-    n is drawn from g (the other rows get a placeholder unit Normal and are discarded)."""
-    if len(rows) == n:
-        return policy.sample(spec, dist, g)
-    shape = (n, *dist.mean.shape[1:])
-    full = Normal(dist.mean.new_zeros(shape).index_copy(0, rows, dist.mean),
-                  dist.stddev.new_ones(shape).index_copy(0, rows, dist.stddev))
-    return policy.sample(spec, full, g)[rows]
+    n is drawn from g, as one process would, and the rows' share is used."""
+    noise = torch.randn((n, *policy.noise_shape(dist)[1:]), generator=g)
+    return policy.act(spec, dist, noise[rows])
 
 
 def step_index(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,7 +205,7 @@ def policy_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: 
     ratio = torch.exp(policy.log_prob(spec, dist, ro.actions) - ro.old_logp)
     clipped = ratio.clamp(1 - cfg.eps_low, 1 + cfg.eps_high)
     surrogate = -torch.minimum(ratio * adv, clipped * adv)
-    kl = policy.kl(spec, dist, Normal(ref_mean, torch.full_like(ref_mean, policy.sigma)))
+    kl = policy.kl(spec, dist, ref_mean)
     loss = scale * normalise_loss(surrogate + cfg.kl_beta * kl, ro, cfg.loss_norm, cfg.k_max)
     loss = loss + policy.synth.moe_penalty(aux)
     diag = {"kl": kl.mean().item(), "ratio_mean": ratio.mean().item(),
@@ -221,15 +218,29 @@ def policy_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: 
 
 
 def update_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: Rollouts, adv: torch.Tensor,
-                scale: float, zt: ZooTokens, data: Dataset, cfg: Config, g: torch.Generator):
-    """policy_loss + aux_weight x the supervised chain loss on zoo runs, as one function: DDP wants one forward
-    per backward. Returns (loss, diag)."""
+                scale: float, zt: ZooTokens, data: Dataset, cfg: Config, g: torch.Generator, prompts: torch.Tensor,
+                reward_set: tuple):
+    """policy_loss + aux_weight x the supervised chain loss on zoo runs + label_weight x label_loss of this rank's
+    prompts (U, N, F) on the reward's samples, as one function: DDP wants one forward per backward.
+    Returns (loss, diag)."""
     gc = cfg.grpo
     loss, diag = policy_loss(policy, ref_mean, spec, ro, adv, gc, scale)
     if gc.aux_weight > 0:
         aux_loss, _ = chain_batch(policy.synth, zt, 10**9, cfg, g, *train_batch(data, g))
         loss = loss + gc.aux_weight * aux_loss
+    if gc.label_weight > 0:
+        k = int(torch.randint(1, gc.k_max + 1, (1,), generator=g))
+        ce = label_loss(policy.synth, spec, prompts, k, *reward_set, gc.label_smoothing)
+        loss, diag["label_ce"] = loss + gc.label_weight * ce * len(prompts) / gc.inits * world(), ce.item()
     return loss, diag
+
+
+def label_loss(synth: Synthesizer, spec: Spec, start: torch.Tensor, k: int, x: torch.Tensor, y: torch.Tensor,
+               smoothing: float) -> torch.Tensor:
+    """Mean label-smoothed cross-entropy on (x (S, features), y (S,)) of the K-step mean-policy syntheses of
+    start (B, N, F), differentiable through every step: the exact gradient of what the reward scores."""
+    out = logits(spec, synth.decode(spec, synth.chain(spec, start, k)[0][-1]), x)  # (B, S, C)
+    return F.cross_entropy(out.transpose(1, 2), y.expand(len(out), -1), label_smoothing=smoothing)
 
 
 def reward_and_heldout_data(data: Dataset, heldout_frac: float, reward_split: str) -> tuple[tuple, ...]:
@@ -282,7 +293,8 @@ def start_row(synth: Synthesizer, spec: Spec, held: dict[str, torch.Tensor], hel
 
 
 def update(run: Run, policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: Rollouts, adv: torch.Tensor,
-           k: torch.Tensor, zt: ZooTokens, data: Dataset, cfg: Config, g: torch.Generator, good: tuple) -> tuple:
+           k: torch.Tensor, zt: ZooTokens, data: Dataset, cfg: Config, g: torch.Generator, good: tuple,
+           prompts: torch.Tensor, reward_set: tuple) -> tuple:
     """grpo.passes optimiser steps over the same rollouts (old log-probs kept), each with the auxiliary denoising
     loss. A non-finite loss or gradient on any rank restores `good` (the last finite weights and optimiser state)
     and ends the update. Returns (metrics row, the new `good`)."""
@@ -291,7 +303,8 @@ def update(run: Run, policy: GaussianPolicy, ref: Synthesizer, spec: Spec, ro: R
     with torch.no_grad():
         ref_mean, _ = ref.step(spec, ro.inputs, ro.level_in, ro.level_out)  # once for all passes
     for _ in range(gc.passes):
-        loss, diag = run.replica(update_loss, policy, ref_mean, spec, ro, adv, scale, zt, data, cfg, g)
+        loss, diag = run.replica(update_loss, policy, ref_mean, spec, ro, adv, scale, zt, data, cfg, g, prompts,
+                                 reward_set)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # DDP: gradients averaged over ranks
         grad_norm = nn.utils.clip_grad_norm_(synth.denoiser.parameters(), gc.grad_clip)
@@ -337,7 +350,7 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
     synth.cfg, synth.run_dir = cfg, str(out)
     synth.seeds = {**synth.seeds, "grpo_heldout": [[HELDOUT_BASE, HELDOUT_BASE + gc.eval_inits]]}
     ref = copy.deepcopy(synth).eval().requires_grad_(False)
-    policy = GaussianPolicy(synth, gc.sigma)
+    policy = GaussianPolicy(synth, gc.sigma, gc.explore, ref)
     zoos, _ = load_zoo_tokens(cfg, synth.normalizer)
     spec, data = zoos[0].spec, load_dataset(cfg.data.dataset)
     data.check_arch(spec)
@@ -380,7 +393,8 @@ def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
         run_of_step, _ = step_index(k)
         adv = adv[(run_of_step >= mine.start) & (run_of_step < mine.stop)]
         # ---- update: policy-gradient passes + auxiliary denoising ----
-        update_row, good = update(run, policy, ref, spec, ro, adv, k, zoos[0], data, cfg, g, good)
+        prompts = start[torch.arange(mine.start, mine.stop).div(gc.group, rounding_mode="floor").unique()]
+        update_row, good = update(run, policy, ref, spec, ro, adv, k, zoos[0], data, cfg, g, good, prompts, (x, y))
         row.update(update_row, prompt_seeds=[seeds[0], seeds[-1] + 1])
         row.update(rollout_row(reward, terms, k, cfg, policy, [t0, t_roll, t_reward, time.perf_counter()]))
         # ---- held-out evaluation (rank 0): the mean policy on inits it never trains on ----
