@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TINY_ARCH
 from synthnet.errors import SynthNetError
-from synthnet.eval.report import PLOTS, SECTIONS
+from synthnet.eval.report import PLOTS, SECTIONS, verdict_line
 from synthnet.eval.run import evaluate_model, time_to_reach
 from synthnet.data import load_dataset
 from synthnet.synthesize import load_synthesizer
@@ -185,3 +185,10 @@ def test_eval_cli_takes_seeds_no_model_used(tiny_zoo, tiny_run, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "e" / "results.json").read_text())["seeds"] == [600000, 600001, 600002]
+
+
+@pytest.mark.parametrize("synth, beats, word", [(0.981, 0.70, "beats"), (0.981, 0.50, "does not beat"),
+                                                 (0.979, 0.70, "does not beat")])
+def test_verdict_needs_the_mean_and_the_share_of_seeds(synth, beats, word):
+    line = verdict_line({"synth_acc": synth, "teacher_acc": 0.980, "beats": beats})
+    assert line.startswith(f"verdict: SynthNet {word} its teacher (mean {synth - 0.980:+.4f}, above it on {beats:.0%}")

@@ -287,11 +287,12 @@ def print_headline(out: Path) -> None:
     """The status line of an eval directory and where its report is."""
     import json
 
-    from synthnet.eval.report import headline, novelty_line
+    from synthnet.eval.report import headline, novelty_line, verdict_line
 
     h = headline(json.loads((out / "results.json").read_text()))
     console.print(f"SynthNet K={h['k']} (chosen on val): test acc {h['synth_acc']:.4f} vs teacher "
                   f"{h['teacher_acc']:.4f}; beats its teacher on {100 * h['beats']:.0f}% of seeds")
+    console.print(verdict_line(h))
     console.print(novelty_line(h))
     console.print(f"report: {out / 'report.html'}")
 

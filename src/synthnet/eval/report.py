@@ -64,6 +64,17 @@ def novelty_line(h: dict) -> str:
             f"not a copy) -> {'PASS' if h['pass'] else 'FAIL'}")
 
 
+BEAT_SHARE = 0.6  # share of seeds SynthNet must be strictly above its own teacher on (with a mean >= the teacher's)
+
+
+def verdict_line(h: dict) -> str:
+    """Whether SynthNet beats its teacher, in words: mean >= the teacher's and above it on >= BEAT_SHARE of seeds."""
+    gap, beats = h["synth_acc"] - h["teacher_acc"], h["beats"]
+    met = gap >= 0 and beats >= BEAT_SHARE
+    return (f"verdict: SynthNet {'beats' if met else 'does not beat'} its teacher (mean {gap:+.4f}, above it on "
+            f"{beats:.0%} of seeds; beating means a mean >= the teacher's and above it on >= {BEAT_SHARE:.0%})")
+
+
 def _status_text(res: dict) -> list[str]:
     h, m, z = headline(res), res["model"], res["zoo"]
     seeds = res["seeds"]
@@ -72,7 +83,7 @@ def _status_text(res: dict) -> list[str]:
             f"dataset: {res['dataset']}; arch: {res['arch']}; {len(seeds)} seeds ({min(seeds)}..{max(seeds)})",
             f"SynthNet K={h['k']} (K chosen on the val split; test read only to report): {_f(h['synth_acc'])} mean "
             f"test accuracy vs teacher {_f(h['teacher_acc'])}; beats the teacher on {h['beats']:.0%} of seeds",
-            novelty_line(h)]
+            verdict_line(h), novelty_line(h)]
 
 
 def _beats_table(res: dict) -> Table:
