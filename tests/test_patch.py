@@ -17,7 +17,7 @@ from synthnet.runlog import RunLog, load_checkpoint, save_checkpoint
 LIVE_EXPECTED = {
     *(f"reward.{k}" for k in ("acc_weight", "gain_weight", "penalty_weight", "step_cost", "ce_weight", "norm_limit")),
     *(f"grpo.{k}" for k in ("group", "inits", "k_max", "k_dist", "kl_beta", "eps_low", "eps_high", "lr", "sigma",
-                            "aux_weight", "eval_every", "adv_clip", "grad_clip")),
+                            "aux_weight", "label_weight", "label_smoothing", "eval_every", "adv_clip", "grad_clip")),
     *(f"train.{k}" for k in ("lr", "grad_clip", "p_unroll", "func_weight", "label_weight", "label_smoothing",
                              "val_every", "perturb_min", "perturb_max")),
 }
