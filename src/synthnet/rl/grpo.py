@@ -200,7 +200,7 @@ def policy_loss(policy: GaussianPolicy, ref_mean: torch.Tensor, spec: Spec, ro: 
     """scale x (PPO-clipped surrogate + kl_beta * KL(pi || pi_ref), normalised as configured) + MoE penalty.
     ref_mean: (U, N, F) the frozen reference's means at ro.inputs; scale: rank_scale under torchrun.
     Returns (loss, diag)."""
-    dist, aux = policy.forward(spec, ro.inputs, ro.level_in, ro.level_out, ro.source)
+    dist, aux = policy.forward(spec, ro.inputs, ro.level_in, ro.level_out, ro.source, ref_mean)
     ref_mean = ref_mean[ro.source]
     ratio = torch.exp(policy.log_prob(spec, dist, ro.actions) - ro.old_logp)
     clipped = ratio.clamp(1 - cfg.eps_low, 1 + cfg.eps_high)

@@ -40,14 +40,16 @@ class GaussianPolicy:
         self.ref = ref  # the frozen reference whose steps give the neuron directions (explore=neurons)
 
     def forward(self, spec: Spec, tokens: torch.Tensor, level_in: torch.Tensor, level_out: torch.Tensor,
-                rows: torch.Tensor | None = None) -> tuple[StepDist, dict]:
+                rows: torch.Tensor | None = None, ref_mean: torch.Tensor | None = None) -> tuple[StepDist, dict]:
         """tokens: (U, N, F); levels: (U,); rows: (M,) the input row of each distribution (default: one per input,
-        M = U). Returns (distribution over (M, N, F), aux dict of the denoiser)."""
+        M = U); ref_mean: (U, N, F) the reference's step at tokens when the caller has it (explore=neurons; else it
+        is computed). Returns (distribution over (M, N, F), aux dict of the denoiser)."""
         mean, aux = self.synth.step(spec, tokens, level_in, level_out)
         basis = None
         if self.explore == "neurons":
-            with torch.no_grad():
-                ref_mean, _ = self.ref.step(spec, tokens, level_in, level_out)
+            if ref_mean is None:
+                with torch.no_grad():
+                    ref_mean, _ = self.ref.step(spec, tokens, level_in, level_out)
             step = (ref_mean - tokens) * layout(spec).mask
             basis = step / step.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         if rows is not None:
