@@ -168,3 +168,18 @@ def test_unknown_dataset():
     with pytest.raises(SynthNetError) as exc:
         load_dataset("cifar10")
     assert str(exc.value) == "unknown dataset 'cifar10'; accepted: digits, mnist1d, idx:<dir>"
+
+
+def test_digits_idx_fixture_reads_back_through_idx(tmp_path):
+    """The 784-input fixture: digits' labels in digits' order, images that average-pool back to the 8x8 digits."""
+    from synthnet.fixtures import write_digits_idx
+
+    data = load_dataset(f"idx:{write_digits_idx(tmp_path / 'fx')}")
+    digits = load_dataset("digits")
+    assert data.n_features == 784 and data.n_classes == 10
+    assert torch.equal(torch.cat([data.y_train, data.y_val]), torch.cat([digits.y_train, digits.y_val]))
+    assert torch.equal(data.y_test, digits.y_test)
+    assert 0.0 <= float(data.x_test.min()) and float(data.x_test.max()) <= 1.0
+    pooled = torch.nn.functional.adaptive_avg_pool2d(data.x_test.view(-1, 1, 28, 28), 8).flatten(1)
+    corr = torch.corrcoef(torch.stack([pooled.flatten(), digits.x_test.flatten()]))[0, 1]
+    assert corr > 0.95

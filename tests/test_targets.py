@@ -21,12 +21,16 @@ def by_hand(text: str) -> nn.Sequential:
         "cnn:1x8x8-8-16-10": lambda: nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
                                                    nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                                                    nn.Flatten(), nn.Linear(16, 10)),
+        "cnn:1x8x8-16s-32s-10": lambda: nn.Sequential(nn.Unflatten(1, (1, 8, 8)),
+                                                      nn.Conv2d(1, 16, 3, padding=1, stride=2), nn.ReLU(),
+                                                      nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.ReLU(),
+                                                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)),
         "cnn:2x20-4-10": lambda: nn.Sequential(nn.Unflatten(1, (2, 20)), nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(),
                                                nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 10)),
     }[text]()
 
 
-SPECS = ("mlp:64-32-10", "mlp:64-64-32-16-10", "cnn:1x8x8-8-16-10", "cnn:2x20-4-10")
+SPECS = ("mlp:64-32-10", "mlp:64-64-32-16-10", "cnn:1x8x8-8-16-10", "cnn:1x8x8-16s-32s-10", "cnn:2x20-4-10")
 
 
 @pytest.mark.parametrize("text,kind,in_shape,hidden,classes", [
@@ -35,6 +39,7 @@ SPECS = ("mlp:64-32-10", "mlp:64-64-32-16-10", "cnn:1x8x8-8-16-10", "cnn:2x20-4-
     ("cnn:1x8x8-8-16-10", "cnn", (1, 8, 8), (8, 16), 10),
     ("cnn:1x28x28-4-10", "cnn", (1, 28, 28), (4,), 10),
     ("cnn:1x40-8-8-10", "cnn", (1, 40), (8, 8), 10),
+    ("cnn:1x40-32s-32s-32-10", "cnn", (1, 40), (32, 32, 32), 10),
 ])
 def test_parse_and_round_trip(text, kind, in_shape, hidden, classes):
     spec = parse_spec(text)
@@ -51,11 +56,15 @@ def test_state_dict_matches_documented_module(text):
     assert {k: tuple(v.shape) for k, v in build_module(spec).state_dict().items()} == want
     assert spec.n_params() == sum(p.numel() for p in by_hand(text).parameters())
     x = torch.rand(5, spec.n_features)
-    assert build_module(spec)(x).shape == (5, spec.classes)
+    built, ref = build_module(spec), by_hand(text)
+    ref.load_state_dict(built.state_dict())
+    assert built(x).shape == (5, spec.classes)
+    assert torch.allclose(built(x), ref(x))  # same computation (e.g. the strides), not just the same shapes
 
 
 @pytest.mark.parametrize("text", ["mlp:64", "mlp:64-10", "mlp:64-0-10", "mlp:8x8-32-10", "cnn:64-8-10",
-                                  "cnn:1x2x3x4-8-10", "rnn:64-32-10", "mlp:64-32-10-", "mlp 64-32-10", ""])
+                                  "cnn:1x2x3x4-8-10", "rnn:64-32-10", "mlp:64-32-10-", "mlp 64-32-10", "",
+                                  "mlp:64-32s-10", "cnn:1x8x8-8-10s"])
 def test_bad_spec(text):
     with pytest.raises(SynthNetError) as exc:
         parse_spec(text)

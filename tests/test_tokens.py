@@ -1,5 +1,7 @@
 """Neuron tokens: exact round trip, the documented layout, permutation behaviour, and the normaliser."""
 
+import math
+
 import pytest
 import torch
 
@@ -15,7 +17,17 @@ LAYOUTS = {
     "mlp:64-64-32-10": (97, 75, [("mlp/first", 64), ("mlp/last", 32), ("mlp/out_bias", 1)]),
     "cnn:1x8x8-8-16-10": (25, 83, [("cnn/first", 8), ("cnn/last", 16), ("cnn/out_bias", 1)]),
     "cnn:1x40-16-10": (17, 14, [("cnn/single", 16), ("cnn/out_bias", 1)]),
+    # the cross-target table's rows (README): strided convs, mnist1d, 784 inputs
+    "cnn:1x8x8-16s-32s-10": (49, 155, [("cnn/first", 16), ("cnn/last", 32), ("cnn/out_bias", 1)]),
+    "mlp:40-128-10": (129, 51, [("mlp/single", 128), ("mlp/out_bias", 1)]),
+    "cnn:1x40-32s-32s-32s-10": (97, 107, [("cnn/first", 32), ("cnn/middle", 32), ("cnn/last", 32),
+                                          ("cnn/out_bias", 1)]),
+    "mlp:784-64-10": (65, 795, [("mlp/single", 64), ("mlp/out_bias", 1)]),
 }
+# (spec, hidden layer permuted): last layers (tokens reorder), and layers feeding a hidden layer (its rows permute)
+PERMUTED = [("mlp:64-32-10", 0), ("mlp:64-64-32-10", 1), ("mlp:64-64-32-10", 0), ("cnn:1x8x8-16s-32s-10", 0),
+            ("cnn:1x8x8-16s-32s-10", 1), ("mlp:40-128-10", 0), ("cnn:1x40-32s-32s-32s-10", 1),
+            ("mlp:784-64-10", 0)]
 
 
 def random_params(spec, b: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -73,18 +85,28 @@ def test_width_does_not_change_features_or_roles():
     assert set(a.roles.tolist()) == set(b.roles.tolist())
 
 
-@pytest.mark.parametrize("text,layer", [("mlp:64-32-10", 0), ("mlp:64-64-32-10", 1)])
-def test_permuting_last_hidden_units_permutes_tokens(text, layer):
+@pytest.mark.parametrize("text,layer", PERMUTED)
+def test_permuting_hidden_units_permutes_tokens(text, layer):
+    """Permuting the units (channels) of hidden `layer` reorders its tokens and, where a hidden layer follows,
+    that layer's incoming slots unit by unit (a conv's in-channel blocks of kernel values)."""
     spec = parse_spec(text)
     p = random_params(spec, 2)
     keys = spec.layer_keys()
     w, b, nxt = f"{keys[layer]}.weight", f"{keys[layer]}.bias", f"{keys[layer + 1]}.weight"
     perm = torch.randperm(spec.hidden[layer], generator=torch.Generator().manual_seed(1))
     q = dict(p, **{w: p[w][:, perm], b: p[b][:, perm], nxt: p[nxt][:, :, perm]})
+    want = to_tokens(spec, p)
     offset = sum(spec.hidden[:layer])
     order = torch.arange(layout(spec).n_tokens)
     order[offset:offset + len(perm)] = offset + perm
-    assert torch.equal(to_tokens(spec, q), to_tokens(spec, p)[:, order])
+    want = want[:, order]
+    if layer + 1 < len(spec.hidden):  # the next hidden layer's tokens: incoming row = (in units, kernel) blocks
+        rows = slice(offset + len(perm), offset + len(perm) + spec.hidden[layer + 1])
+        kernel = math.prod(spec.shapes()[nxt][2:])
+        cols = slice(1 + spec.classes, 1 + spec.classes + len(perm) * kernel)
+        block = want[:, rows, cols].unflatten(-1, (len(perm), kernel))[:, :, perm].flatten(-2)
+        want[:, rows, cols] = block
+    assert torch.equal(to_tokens(spec, q), want)
 
 
 def test_bad_inputs_raise():

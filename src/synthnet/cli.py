@@ -17,7 +17,7 @@ try:  # recent typer vendors click as typer._click
 except ImportError:
     from click.exceptions import ClickException
 
-from synthnet.config import Config
+from synthnet.config import Config, presets
 from synthnet.errors import SynthNetError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -127,7 +127,7 @@ def zoo(
 
 
 OVERRIDES = typer.Argument(None, help="config overrides key=value, e.g. train.steps=500 model.name=perceiver")
-PRESET = typer.Option(None, "--preset", help="config preset: tiny | demo | headline | paper")
+PRESET = typer.Option(None, "--preset", help=f"config preset: {' | '.join(presets())}")
 RULE = typer.Option(None, "--rule", help="self-tuning rule (repeatable): sigma_up_on_zero_spread, lr_down_on_kl, "
                     "or NAME:METRIC>THRESHOLD:KEY*FACTOR:COOLDOWN")
 
@@ -222,7 +222,7 @@ def patch(
 
 @command
 def sweep(
-    preset: str = typer.Argument(..., help="config preset of every trial: tiny | demo | headline | paper"),
+    preset: str = typer.Argument(..., help=f"config preset of every trial: {' | '.join(presets())}"),
     grid: list[str] = typer.Option(..., "--grid", help="KEY=A,B,C (repeatable); one trial per combination"),
     stage: str = typer.Option("train", help="train (supervised) | grpo (from --model)"),
     out: Path = typer.Option(..., help="sweep directory: one run directory per trial, sweep.json, tune/"),
@@ -243,7 +243,7 @@ def sweep(
 @command
 def demo(
     out: Path = typer.Option(Path("demo"), help="where the runs and the eval report go (finished parts are reused)"),
-    preset: str = typer.Option("demo", help="config preset: tiny | demo | headline | paper"),
+    preset: str = typer.Option("demo", help=f"config preset: {' | '.join(presets())}"),
     overrides: Optional[list[str]] = OVERRIDES,
 ):
     """zoo -> supervised stage -> GRPO -> eval on unseen seeds, with an HTML report (digits, 3-5 min on 2 cores)."""
@@ -315,7 +315,7 @@ app.add_typer(config_app, name="config")
 
 
 @config_app.command("show")
-def config_show(preset: Optional[str] = typer.Argument(None, help="tiny | demo | headline | paper (default: none)"),
+def config_show(preset: Optional[str] = typer.Argument(None, help=f"{' | '.join(presets())} (default: none)"),
                 overrides: Optional[list[str]] = OVERRIDES):
     """Print a resolved config as YAML, overrides applied."""
     from synthnet.config import compose, to_yaml

@@ -19,6 +19,7 @@ from synthnet.models import DENOISERS, SIZES
 from synthnet.seeds import EVAL_SEEDS, ZOO_SEEDS
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+PRESET_ALIASES = {"digits-mlp": "headline"}  # the cross-target table's digits MLP row is the headline model
 
 
 def opt(default: Any, low: float | None = None, high: float | None = None, *, choices: tuple = (),
@@ -191,7 +192,7 @@ def check_key(key: str, value: Any, given: Any = None) -> None:
 
 
 def presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return sorted([p.stem for p in PRESET_DIR.glob("*.yaml")] + list(PRESET_ALIASES))
 
 
 def compose(preset: str | None = None, overrides: list[str] = (), base: Config | None = None) -> Config:
@@ -218,7 +219,7 @@ def compose(preset: str | None = None, overrides: list[str] = (), base: Config |
 def _preset(name: str | None) -> DictConfig:
     if not name:
         return OmegaConf.create()
-    path = PRESET_DIR / f"{name}.yaml"
+    path = PRESET_DIR / f"{PRESET_ALIASES.get(name, name)}.yaml"
     if not path.is_file():
         raise SynthNetError(f"unknown preset {name!r}; accepted: {', '.join(presets())}")
     return OmegaConf.load(path)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from synthnet.config import Config
 from synthnet.eval.run import evaluate_model
+from synthnet.fixtures import FIXTURE_DIR, write_digits_idx
 from synthnet.rl.grpo import grpo
 from synthnet.synthesize import load_synthesizer
 from synthnet.train import train
@@ -31,6 +32,9 @@ def run_demo(cfg: Config, root: Path) -> Path:
     root = Path(root)
     sup, rl, ev = root / "supervised", root / "grpo", root / "eval"
     arch = cfg.data.arch.split(",")[0]
+    fixture = Path(cfg.data.dataset[4:]) if cfg.data.dataset.startswith("idx:") else None
+    if fixture and fixture.name == FIXTURE_DIR and not fixture.exists():
+        print(f"writing the 28x28 digits IDX fixture to {write_digits_idx(fixture)}")
     build_zoo(Path(cfg.zoo.path), [a for a in cfg.data.arch.split(",") if a], cfg.data.dataset,
               parse_seeds(cfg.zoo.seeds), recipe(cfg.zoo), cfg.zoo.workers, orders=cfg.zoo.orders)
     if not (sup / "final.pt").is_file():

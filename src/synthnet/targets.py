@@ -4,8 +4,10 @@ Grammar (documented in the README):
   mlp:<in>-<h1>-...-<classes>              Sequential(Linear(in,h1), ReLU(), ..., Linear(hk, classes))
   cnn:<C>x<H>x<W>-<c1>-...-<classes>       2-D convs on a flat input reshaped to (C, H, W)
   cnn:<C>x<L>-<c1>-...-<classes>           1-D convs on a flat input reshaped to (C, L)
-A cnn is Sequential(Unflatten(1, shape), [Conv(c_prev, c, 3, padding=1), ReLU()]*, AdaptiveAvgPool(1),
-Flatten(), Linear(c_last, classes)); its state_dict keys are those of that module (e.g. `1.weight`).
+A cnn is Sequential(Unflatten(1, shape), [Conv(c_prev, c, 3, padding=1, stride), ReLU()]*, AdaptiveAvgPool(1),
+Flatten(), Linear(c_last, classes)); its state_dict keys are those of that module (e.g. `1.weight`). A channel
+count followed by `s` (e.g. cnn:1x8x8-16s-32s-10) is a stride-2 conv: it halves the resolution, so the last conv
+sees the whole input before the global pooling. Stride changes no weight shape, so tokens ignore it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from torch import nn
 
 from synthnet.errors import SynthNetError
 
-GRAMMAR = "mlp:<in>-<hidden>-...-<classes> (e.g. mlp:64-32-10) or cnn:<C>x<H>x<W>-<ch>-...-<classes> / cnn:<C>x<L>-<ch>-...-<classes> (e.g. cnn:1x8x8-8-16-10)"
+GRAMMAR = ("mlp:<in>-<hidden>-...-<classes> (e.g. mlp:64-32-10) or cnn:<C>x<H>x<W>-<ch>[s]-...-<classes> / "
+           "cnn:<C>x<L>-<ch>[s]-...-<classes> (e.g. cnn:1x8x8-8-16-10; `s`: stride 2)")
 INITS = ("default", "kaiming_normal", "xavier_uniform", "xavier_normal", "normal:<std>")
 MAX_PARAMS = 10**8  # 400 MB of float32 per network: far past any target SynthNet trains on, short of a crash
 SEEDS = range(2**64)  # what torch.manual_seed takes without aliasing (a negative seed wraps onto a positive one)
@@ -33,10 +36,16 @@ class Spec:
     in_shape: tuple[int, ...]  # (features,) for mlp; (C, H, W) or (C, L) for cnn
     hidden: tuple[int, ...]  # hidden widths (mlp) or conv channels (cnn)
     classes: int
+    strides: tuple[int, ...] = ()  # cnn: stride (1 or 2) of each conv; () = all 1
 
     def __str__(self) -> str:
         head = "x".join(map(str, self.in_shape))
-        return f"{self.kind}:{'-'.join([head, *map(str, self.hidden), str(self.classes)])}"
+        hidden = [f"{h}{'s' if self.stride(i) == 2 else ''}" for i, h in enumerate(self.hidden)]
+        return f"{self.kind}:{'-'.join([head, *hidden, str(self.classes)])}"
+
+    def stride(self, layer: int) -> int:
+        """Stride of conv `layer` (1 for an mlp or a plain conv)."""
+        return self.strides[layer] if self.strides else 1
 
     @property
     def n_features(self) -> int:
@@ -67,21 +76,25 @@ class Spec:
 
 def parse_spec(text: str) -> Spec:
     """Parse `mlp:64-32-10` / `cnn:1x8x8-8-16-10`; a bad spec raises a one-line error with the grammar."""
-    m = re.fullmatch(r"(mlp|cnn):(\d+(?:x\d+)*)((?:-\d+)+)", str(text).strip())
+    m = re.fullmatch(r"(mlp|cnn):(\d+(?:x\d+)*)((?:-\d+s?)+)", str(text).strip())
     if not m:
         raise SynthNetError(f"bad arch spec {text!r}; grammar: {GRAMMAR}")
     kind, head, rest = m.group(1), m.group(2), m.group(3)
     too_big = f"accepted: at most {MAX_PARAMS:,} parameters"
     try:
         in_shape = tuple(int(v) for v in head.split("x"))
-        sizes = [int(v) for v in rest[1:].split("-")]
+        sizes = [int(v.rstrip("s")) for v in rest[1:].split("-")]
     except ValueError:  # a size of thousands of digits
         raise SynthNetError(f"arch spec {text!r} has sizes too large; {too_big}") from None
     ok = len(sizes) >= 2 and all(v > 0 for v in (*in_shape, *sizes))
     ok = ok and ((kind == "mlp" and len(in_shape) == 1) or (kind == "cnn" and len(in_shape) in (2, 3)))
     if not ok:
         raise SynthNetError(f"bad arch spec {text!r}; need at least one hidden layer; grammar: {GRAMMAR}")
-    spec = Spec(kind, in_shape, tuple(sizes[:-1]), sizes[-1])
+    strided = [v.endswith("s") for v in rest[1:].split("-")]
+    if strided[-1] or (kind == "mlp" and any(strided)):
+        raise SynthNetError(f"bad arch spec {text!r}: `s` (stride 2) marks a conv's channels only; grammar: {GRAMMAR}")
+    strides = tuple(2 if st else 1 for st in strided[:-1]) if any(strided) else ()
+    spec = Spec(kind, in_shape, tuple(sizes[:-1]), sizes[-1], strides)
     if spec.n_params() > MAX_PARAMS:
         raise SynthNetError(f"arch spec {text!r} has {spec.n_params():.3g} parameters; {too_big}")
     return spec
@@ -107,8 +120,8 @@ def build_module(spec: Spec | str) -> nn.Sequential:
     pool = nn.AdaptiveAvgPool2d if len(spec.in_shape) == 3 else nn.AdaptiveAvgPool1d
     layers.append(nn.Unflatten(1, spec.in_shape))
     chans = [spec.in_shape[0], *spec.hidden]
-    for a, b in zip(chans[:-1], chans[1:]):
-        layers += [conv(a, b, 3, padding=1), nn.ReLU()]
+    for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
+        layers += [conv(a, b, 3, padding=1, stride=spec.stride(i)), nn.ReLU()]
     return nn.Sequential(*layers, pool(1), nn.Flatten(), nn.Linear(chans[-1], spec.classes))
 
 
