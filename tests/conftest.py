@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from synthnet.config import compose
 from synthnet.zoo import Recipe, build_zoo
@@ -30,3 +31,12 @@ def tiny_run(tiny_zoo, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     train(tiny_cfg(tiny_zoo), out)
     return out
+
+
+def permute_units(spec, params: dict, layer: int, perm: torch.Tensor) -> dict:
+    """params (key -> (B, *shape)) of `spec` with the units (channels) of hidden `layer` reordered by `perm`: their
+    incoming rows and biases, and the next layer's incoming columns. The network computes the same function."""
+    keys = spec.layer_keys()
+    w, b, nxt = f"{keys[layer]}.weight", f"{keys[layer]}.bias", f"{keys[layer + 1]}.weight"
+    return dict(params, **{w: params[w][:, perm], b: params[b][:, perm], nxt: params[nxt][:, :, perm]})
+

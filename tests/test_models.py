@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import permute_units
 from torch import nn
 
 from synthnet.config import CHOICES, ModelConfig, compose
@@ -9,7 +10,7 @@ from synthnet.errors import SynthNetError
 from synthnet.models import DENOISERS, SIZES, build_denoiser
 from synthnet.models.moe import FeedForward, merge_stats
 from synthnet.targets import parse_spec
-from synthnet.tokens import layout, to_tokens
+from synthnet.tokens import from_tokens, layout, to_tokens
 
 SMALL = {"dim": 32, "depth": 2, "heads": 4, "latents": 8, "ffn_mult": 2}
 EQUIVARIANT = [(name, experts) for name in ("set", "perceiver") for experts in (0, 4)]
@@ -48,28 +49,46 @@ def levels(b: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name,experts", EQUIVARIANT)
-@pytest.mark.parametrize("text,offset,units", [("mlp:64-32-10", 0, 32), ("mlp:64-64-32-10", 64, 32)])
-def test_permuting_hidden_units_permutes_outputs(name, experts, text, offset, units):
-    """Permuting the (last) hidden layer's units permutes its tokens (test_tokens) and so must permute outputs."""
-    model, x = denoiser(text, name, experts), tokens_of(text, 3)
-    lay = layout(parse_spec(text))
-    order = torch.arange(lay.n_tokens)
-    order[offset:offset + units] = offset + torch.randperm(units, generator=torch.Generator().manual_seed(1))
+@pytest.mark.parametrize("text,layer", [("mlp:64-32-10", 0), ("mlp:64-64-32-10", 1), ("mlp:64-64-32-10", 0),
+                                        ("cnn:1x8x8-8s-16s-10", 0), ("cnn:1x40-8-8-8-10", 1)])
+def test_permuting_hidden_units_permutes_outputs(name, experts, text, layer):
+    """Permuting a hidden layer's units leaves the network's function unchanged, so the denoiser's output must be
+    permuted the same way: its tokens, and where a hidden layer follows, that layer's incoming weights."""
+    spec = parse_spec(text)
+    model, lay = denoiser(text, name, experts), layout(spec)
+    g = torch.Generator().manual_seed(1)
+    p = {k: torch.randn((3, *s), generator=g) for k, s in spec.shapes().items()}
+    perm = torch.randperm(spec.hidden[layer], generator=g)
     with torch.no_grad():
-        out, aux = model(x, lay.roles, *levels(3))
-        out_p, aux_p = model(x[:, order], lay.roles[order], *levels(3))
+        out, aux = model(to_tokens(spec, p), lay, *levels(3))
+        out_p, aux_p = model(to_tokens(spec, permute_units(spec, p, layer, perm)), lay, *levels(3))
     assert out.abs().mean() > 0.1  # outputs are far from zero, so atol 1e-5 is a real check
     assert not torch.allclose(out_p, out, atol=1e-3)
-    assert torch.allclose(out_p, out[:, order], atol=1e-5)
+    want = permute_units(spec, from_tokens(spec, out), layer, perm)
+    got = from_tokens(spec, out_p)
+    assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want)
     if experts:
         assert torch.allclose(aux_p["expert_util"], aux["expert_util"])
+
+
+@pytest.mark.parametrize("name", ["set", "perceiver"])
+def test_linked_slots_are_read_as_edges(name):
+    """Each weight between two hidden layers reaches its end tokens: changing one changes the outputs of both."""
+    spec = parse_spec("mlp:64-16-8-10")
+    model, lay, x = denoiser("mlp:64-16-8-10", name), layout(spec), tokens_of("mlp:64-16-8-10", 1)
+    link = lay.links[0]
+    y = x.clone()
+    y[0, link.dst + 2, link.col + 5] += 1.0  # the weight from first-layer unit 5 to second-layer unit 2
+    with torch.no_grad():
+        a, b = model(x, lay, *levels(1))[0], model(y, lay, *levels(1))[0]
+    assert (a[0, 5] - b[0, 5]).abs().max() > 1e-3 and (a[0, link.dst + 2] - b[0, link.dst + 2]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("name,experts", [*EQUIVARIANT, ("flat-mlp", 0)])
 def test_interface_shapes_padding_and_aux(name, experts):
     model, x = denoiser("cnn:1x8x8-8-16-10", name, experts), tokens_of("cnn:1x8x8-8-16-10", 2)
     lay = layout(parse_spec("cnn:1x8x8-8-16-10"))
-    out, aux = model(x, lay.roles, *levels(2))
+    out, aux = model(x, lay, *levels(2))
     assert out.shape == x.shape
     assert (out[:, ~lay.mask] == 0).all()
     assert aux["moe_loss"].shape == aux["moe_z"].shape == ()
@@ -82,21 +101,24 @@ def test_interface_shapes_padding_and_aux(name, experts):
 
 
 @pytest.mark.parametrize("name", ["set", "perceiver"])
-def test_one_model_serves_another_width_given_its_mask(name):
-    model = denoiser("mlp:64-32-10", name)
-    wide = layout(parse_spec("mlp:64-48-10"))
-    x = tokens_of("mlp:64-48-10", 2)
-    out, _ = model(x, wide.roles, *levels(2), wide.mask)
-    assert out.shape == (2, 49, 75) and (out[:, ~wide.mask] == 0).all()
-    with pytest.raises(SynthNetError, match="mask"):
-        model(x, wide.roles, *levels(2))
+def test_one_model_serves_other_widths_and_depths_given_their_layouts(name):
+    model = denoiser("mlp:64-64-32-10", name)
+    for text in ("mlp:64-48-10", "mlp:64-16-48-10"):
+        lay = layout(parse_spec(text))
+        out, _ = model(tokens_of(text, 2), lay, *levels(2))
+        assert out.shape == (2, lay.n_tokens, 75) and (out[:, ~lay.mask] == 0).all()
+    with pytest.raises(SynthNetError, match=r"\(N, F\) = \(97, 75\)"):
+        model(tokens_of("mlp:64-48-10", 2), layout(parse_spec("mlp:64-64-32-10")), *levels(2))
+    shallow, deep = denoiser("mlp:64-32-10", name), parse_spec("mlp:64-16-48-10")
+    with pytest.raises(SynthNetError, match="no hidden layer fed by hidden units"):
+        shallow(tokens_of("mlp:64-16-48-10", 2), layout(deep), *levels(2))
 
 
 def test_levels_change_the_output():
     model, x = denoiser("mlp:64-16-10", "set"), tokens_of("mlp:64-16-10", 2)
-    roles = layout(parse_spec("mlp:64-16-10")).roles
-    a, _ = model(x, roles, torch.ones(2), torch.zeros(2))
-    b, _ = model(x, roles, torch.ones(2), torch.full((2,), 0.5))
+    lay = layout(parse_spec("mlp:64-16-10"))
+    a, _ = model(x, lay, torch.ones(2), torch.zeros(2))
+    b, _ = model(x, lay, torch.ones(2), torch.full((2,), 0.5))
     assert not torch.allclose(a, b, atol=1e-3)
 
 
@@ -104,7 +126,7 @@ def test_flat_mlp_serves_only_its_spec():
     model = denoiser("mlp:64-32-10", "flat-mlp")
     wide = layout(parse_spec("mlp:64-48-10"))
     with pytest.raises(SynthNetError, match="flat-mlp was built for mlp:64-32-10"):
-        model(tokens_of("mlp:64-48-10", 2), wide.roles, *levels(2))
+        model(tokens_of("mlp:64-48-10", 2), wide, *levels(2))
 
 
 def switch(weight: list[list[float]]) -> FeedForward:
@@ -162,7 +184,7 @@ def test_each_model_overfits_one_batch(name, experts):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(100):
-        out, aux = model(x, lay.roles, *levels(8))
+        out, aux = model(x, lay, *levels(8))
         loss = (out - target).pow(2).sum() / (len(x) * lay.mask.sum())
         opt.zero_grad()
         (loss + 1e-2 * aux["moe_loss"]).backward()

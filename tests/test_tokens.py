@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import permute_units
 
 from synthnet.errors import SynthNetError
 from synthnet.targets import init_state, parse_spec
@@ -78,6 +79,21 @@ def test_single_hidden_token_slots():
     assert torch.equal(tokens[:, -1, 1:11], p["2.bias"])
 
 
+@pytest.mark.parametrize("text", LAYOUTS)
+def test_links_name_every_hidden_to_hidden_weight(text):
+    """Each hidden layer fed by hidden units has a Link whose rows() are exactly its weight tensor, and the edge
+    mask covers those slots and nothing else."""
+    spec = parse_spec(text)
+    p, lay = random_params(spec, 2), layout(spec)
+    keys = spec.layer_keys()[1:len(spec.hidden)]
+    assert len(lay.links) == len(keys)
+    for link, key in zip(lay.links, keys):
+        assert torch.equal(link.rows(to_tokens(spec, p)), p[f"{key}.weight"].flatten(3) if spec.kind == "cnn"
+                           else p[f"{key}.weight"][..., None])
+    assert int(lay.edge.sum()) == sum(p[f"{k}.weight"][0].numel() for k in keys)
+    assert not (lay.edge & ~lay.mask).any()
+
+
 def test_width_does_not_change_features_or_roles():
     a, b = layout(parse_spec("mlp:64-16-10")), layout(parse_spec("mlp:64-48-10"))
     assert a.width == b.width
@@ -91,10 +107,9 @@ def test_permuting_hidden_units_permutes_tokens(text, layer):
     that layer's incoming slots unit by unit (a conv's in-channel blocks of kernel values)."""
     spec = parse_spec(text)
     p = random_params(spec, 2)
-    keys = spec.layer_keys()
-    w, b, nxt = f"{keys[layer]}.weight", f"{keys[layer]}.bias", f"{keys[layer + 1]}.weight"
+    nxt = f"{spec.layer_keys()[layer + 1]}.weight"
     perm = torch.randperm(spec.hidden[layer], generator=torch.Generator().manual_seed(1))
-    q = dict(p, **{w: p[w][:, perm], b: p[b][:, perm], nxt: p[nxt][:, :, perm]})
+    q = permute_units(spec, p, layer, perm)
     want = to_tokens(spec, p)
     offset = sum(spec.hidden[:layer])
     order = torch.arange(layout(spec).n_tokens)

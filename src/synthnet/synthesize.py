@@ -63,8 +63,7 @@ class Synthesizer(nn.Module):
 
     def step(self, spec: Spec, tokens: torch.Tensor, level_in: torch.Tensor, level_out: torch.Tensor):
         """One denoising step. tokens: (B, N, F); levels: (B,). Returns ((B, N, F) next tokens, aux dict)."""
-        lay = layout(spec)
-        out, aux = self.denoiser(tokens, lay.roles, level_in, level_out, lay.mask)
+        out, aux = self.denoiser(tokens, layout(spec), level_in, level_out)
         return (tokens + out if self.cfg.model.predict == "delta" else out), aux
 
     def moe_penalty(self, aux: dict) -> torch.Tensor:

@@ -8,6 +8,9 @@ Feature slots are fixed by meaning, not by fan-in, so a slot means the same thin
     slots C+1 .. C+fan_in  its incoming weight row, flattened (conv: in_ch x kernel)
 
 The output-bias token puts its C values in slots 1 .. C, next to the outgoing weights of the same class.
+A hidden layer fed by hidden units (a second hidden layer, a second conv) orders its incoming slots by the feeding
+layer's unit index (conv: in-channel blocks of kernel values); its `Link` names both token ranges, so a denoiser
+can treat those slots as edges between tokens rather than as features of fixed meaning.
 Unused slots are zero. mlp:64-32-10 -> N = 33 tokens of F = 75 features; F does not depend on the hidden width
 of a single-hidden-layer network. Roles name a token's layer position, never its width, so one denoiser serves
 every width: first / middle / last hidden layer, a single hidden layer (both first and last), output bias;
@@ -37,6 +40,24 @@ IN, BIAS, OUT, PAD = 0, 1, 2, -1
 
 
 @dataclass(frozen=True)
+class Link:
+    """A hidden layer fed by hidden units: the weight from source unit j to fed unit i at kernel position p sits in
+    token dst + i, column col + j * kernel + p."""
+
+    dst: int  # first token row of the fed layer
+    dst_units: int  # units (channels) of the fed layer
+    src: int  # first token row of the feeding layer
+    src_units: int  # units (channels) of the feeding layer
+    col: int  # first feature column of the incoming weights (1 + classes)
+    kernel: int  # kernel positions per (fed, source) pair: 1 for an mlp, 9 for a 3x3 conv
+
+    def rows(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, N, F) -> (B, dst_units, src_units, kernel) weights of this link."""
+        block = tokens[:, self.dst:self.dst + self.dst_units, self.col:self.col + self.src_units * self.kernel]
+        return block.unflatten(-1, (self.src_units, self.kernel))
+
+
+@dataclass(frozen=True)
 class Layout:
     """Where every parameter of a spec sits in its (N, F) token array."""
 
@@ -48,6 +69,8 @@ class Layout:
     gain: torch.Tensor  # (N, F) float sqrt(fan_in) of the layer the slot's parameter belongs to (1 on padding)
     gather: torch.Tensor  # (N*F,) long index into [flat params, 0]; padding points at the trailing 0
     scatter: torch.Tensor  # (P,) long index into the flat tokens for each parameter, in state-dict order
+    links: tuple[Link, ...]  # one per hidden layer fed by hidden units, in layer order
+    edge: torch.Tensor  # (N, F) bool: True where the slot belongs to a link
 
 
 def _role(spec: Spec, layer: int) -> int:
@@ -80,9 +103,13 @@ def layout(spec: Spec) -> Layout:
     start = dict(zip(shapes, itertools.accumulate([math.prod(s) for s in shapes.values()], initial=0)))
     total, keys, classes = spec.n_params(), spec.layer_keys(), spec.classes
     width = 1 + classes + max(math.prod(shapes[f"{k}.weight"][1:]) for k in keys[:-1])
-    blocks, roles = [], []
+    blocks, roles, links, row = [], [], [], 0
     for layer, key in enumerate(keys[:-1]):
         units, fan_in = shapes[f"{key}.weight"][0], math.prod(shapes[f"{key}.weight"][1:])
+        if layer:
+            prev = spec.hidden[layer - 1]
+            links.append(Link(row, units, row - prev, prev, 1 + classes, fan_in // prev))
+        row += units
         unit = torch.arange(units)[:, None]
         block = _block(units, width, total)
         _put(block, slice(0, 1), start[f"{key}.bias"] + unit, BIAS, fan_in)
@@ -100,7 +127,10 @@ def layout(spec: Spec) -> Layout:
     valid = gather < total
     scatter = torch.empty(total, dtype=torch.long)
     scatter[gather[valid]] = torch.arange(gather.numel())[valid]
-    return Layout(len(kind), width, torch.cat(roles), kind != PAD, kind, gain, gather, scatter)
+    edge = torch.zeros(len(kind), width, dtype=torch.bool)
+    for link in links:
+        edge[link.dst:link.dst + link.dst_units, link.col:link.col + link.src_units * link.kernel] = True
+    return Layout(len(kind), width, torch.cat(roles), kind != PAD, kind, gain, gather, scatter, tuple(links), edge)
 
 
 def _batch(spec: Spec, params: dict[str, torch.Tensor]) -> int:

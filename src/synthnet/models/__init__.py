@@ -1,11 +1,12 @@
-"""Denoiser registry: every denoiser maps (tokens, roles, level_in, level_out) -> (tokens, aux).
+"""Denoiser registry: every denoiser maps (tokens, layout, level_in, level_out) -> (tokens, aux).
 
-forward(tokens (B, N, F), roles (N,) long, level_in (B,), level_out (B,), mask (N, F) bool | None = None)
+forward(tokens (B, N, F), lay (tokens.Layout of the spec the tokens belong to), level_in (B,), level_out (B,))
   -> (out (B, N, F) in normalised token space, 0 on padding; aux dict)
 aux: 'moe_loss' (switch load-balancing loss, weighted by train.moe_aux; 0 when dense), 'moe_z' (router z-loss,
 weighted by train.moe_z; 0 when dense), 'expert_util' ((E,) fraction of tokens per expert; empty when dense).
 Levels are noise levels (1 = random init, 0 = trained); the caller adds the input when model.predict=delta.
-mask defaults to the layout of the spec the model was built for; pass layout(spec).mask for another width.
+The layout says which slots are padding and which link two hidden layers (models/wiring.py); a set model built
+for one width serves others through their layouts.
 
 Adding a denoiser: one entry in DENOISERS (model.name's choices derive from it); a named size: one entry in SIZES
 (chosen with model.size=NAME; its fields are the defaults that the preset and key=value overrides change).

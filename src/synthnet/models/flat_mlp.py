@@ -12,7 +12,7 @@ from synthnet.errors import SynthNetError
 from synthnet.models.film import LevelEmbedding
 from synthnet.models.moe import merge_stats
 from synthnet.targets import Spec
-from synthnet.tokens import layout
+from synthnet.tokens import Layout, layout
 
 if TYPE_CHECKING:
     from synthnet.config import ModelConfig
@@ -35,12 +35,12 @@ class FlatMLP(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
         self.register_buffer("mask", lay.mask, persistent=False)
 
-    def forward(self, tokens: torch.Tensor, roles: torch.Tensor, level_in: torch.Tensor, level_out: torch.Tensor,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """tokens: (B, N, F) normalised neuron tokens of the built spec; roles: (N,) long (unused: position in the
-        flat vector already says everything); level_in, level_out: (B,) in [0, 1]; mask: must be None or the built
-        spec's -> (out (B, N, F), aux with zero MoE losses)."""
-        if tuple(tokens.shape[1:]) != tuple(self.mask.shape) or (mask is not None and not mask.equal(self.mask)):
+    def forward(self, tokens: torch.Tensor, lay: Layout, level_in: torch.Tensor,
+                level_out: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """tokens: (B, N, F) normalised neuron tokens of the built spec; lay: its layout (only checked: position in
+        the flat vector already says everything); level_in, level_out: (B,) in [0, 1] -> (out (B, N, F), aux with
+        zero MoE losses)."""
+        if tuple(tokens.shape[1:]) != tuple(self.mask.shape) or not lay.mask.equal(self.mask):
             raise SynthNetError(f"flat-mlp was built for {self.spec} (tokens {tuple(self.mask.shape)}) and serves "
                                 f"no other spec; got tokens {tuple(tokens.shape[1:])}")
         x = torch.cat([tokens.flatten(1), self.level(level_in, level_out)], -1)

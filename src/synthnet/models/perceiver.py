@@ -15,6 +15,7 @@ from synthnet.models.film import LevelEmbedding
 from synthnet.models.moe import merge_stats
 from synthnet.models.set import Block, TokenIO
 from synthnet.targets import Spec
+from synthnet.tokens import Layout
 
 if TYPE_CHECKING:
     from synthnet.config import ModelConfig
@@ -35,16 +36,15 @@ class PerceiverDenoiser(nn.Module):
         self.blocks = nn.ModuleList(Block(*args) for _ in range(cfg.depth))
         self.decode = Block(*args, cross=True)
 
-    def forward(self, tokens: torch.Tensor, roles: torch.Tensor, level_in: torch.Tensor, level_out: torch.Tensor,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """tokens: (B, N, F) normalised neuron tokens; roles: (N,) long; level_in, level_out: (B,) in [0, 1];
-        mask: (N, F) bool valid slots (None = the built spec's) -> (out (B, N, F), aux: moe_loss, moe_z,
-        expert_util)."""
-        e, cond = self.io.embed(tokens, roles), self.level(level_in, level_out)
+    def forward(self, tokens: torch.Tensor, lay: Layout, level_in: torch.Tensor,
+                level_out: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """tokens: (B, N, F) normalised neuron tokens laid out by `lay` (any spec the model serves); level_in,
+        level_out: (B,) in [0, 1] -> (out (B, N, F), aux: moe_loss, moe_z, expert_util)."""
+        e, cond = self.io.embed(tokens, lay), self.level(level_in, level_out)
         z, s = self.encode(self.latents.expand(len(tokens), -1, -1), cond, e)
         stats = [s]
         for block in self.blocks:
             z, s = block(z, cond)
             stats.append(s)
         h, s = self.decode(e, cond, z)
-        return self.io.predict(h, mask), merge_stats([*stats, s], tokens.device)
+        return self.io.predict(h, lay), merge_stats([*stats, s], tokens.device)

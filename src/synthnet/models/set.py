@@ -14,17 +14,19 @@ from synthnet.errors import SynthNetError
 from synthnet.models.film import FiLM, LevelEmbedding
 from synthnet.models.moe import FeedForward, merge_stats
 from synthnet.targets import Spec
-from synthnet.tokens import N_ROLES, layout
+from synthnet.models.wiring import Wiring
+from synthnet.tokens import N_ROLES, Layout, layout
 
 if TYPE_CHECKING:
     from synthnet.config import ModelConfig
 
 
 class TokenIO(nn.Module):
-    """Tokens + roles -> embeddings, and embeddings -> per-token predictions with padding forced to 0."""
+    """Tokens + roles -> embeddings, and embeddings -> per-token predictions with padding forced to 0.
+    Slots that link two hidden layers go through `Wiring` (edge messages in, per-edge readout out) instead."""
 
     def __init__(self,
-                 spec: Spec,  # the spec the model is built for: fixes F and the default padding mask
+                 spec: Spec,  # the spec the model is built for: fixes F and whether it has hidden-to-hidden links
                  dim: int):  # denoiser width
         super().__init__()
         lay = layout(spec)
@@ -37,21 +39,29 @@ class TokenIO(nn.Module):
         # the identity for delta, yet the trunk gets gradient from the first step (a zero head blocks it once).
         nn.init.normal_(self.head.weight, std=1e-3)
         nn.init.zeros_(self.head.bias)
-        self.register_buffer("mask", lay.mask, persistent=False)
+        self.wiring = Wiring(dim, lay.links[0].kernel) if lay.links else None
 
-    def embed(self, tokens: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
-        """tokens: (B, N, F) normalised; roles: (N,) long -> (B, N, dim)."""
-        if tokens.shape[-1] != self.head.out_features:
+    def _check(self, tokens: torch.Tensor, lay: Layout) -> None:
+        if tokens.shape[-1] != self.head.out_features or tuple(tokens.shape[1:]) != (lay.n_tokens, lay.width):
             raise SynthNetError(f"denoiser built for {self.spec} takes tokens of F={self.head.out_features} "
-                                f"features; got F={tokens.shape[-1]}")
-        return self.features(tokens) + self.roles(roles)
+                                f"features laid out as (N, F) = {(lay.n_tokens, lay.width)}; got "
+                                f"{tuple(tokens.shape[1:])}")
+        if lay.links and self.wiring is None:
+            raise SynthNetError(f"denoiser built for {self.spec} has no hidden layer fed by hidden units and cannot "
+                                "serve a spec that has one; build it for the deeper spec")
 
-    def predict(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """h: (B, N, dim); mask: (N, F) bool valid slots or None (= the built spec's) -> (B, N, F), 0 on padding."""
-        if mask is None and h.shape[1] != self.mask.shape[0]:
-            raise SynthNetError(f"denoiser built for {self.spec} (N={self.mask.shape[0]}) got N={h.shape[1]} "
-                                "tokens; pass mask=layout(spec).mask for another spec")
-        return self.head(self.norm(h)) * (self.mask if mask is None else mask)
+    def embed(self, tokens: torch.Tensor, lay: Layout) -> torch.Tensor:
+        """tokens: (B, N, F) normalised, laid out by `lay` -> (B, N, dim)."""
+        self._check(tokens, lay)
+        edge = lay.edge.to(tokens.device)
+        e = self.features(tokens.masked_fill(edge, 0.0)) + self.roles(lay.roles.to(tokens.device))
+        return e if self.wiring is None else self.wiring.embed(tokens, e, lay)
+
+    def predict(self, h: torch.Tensor, lay: Layout) -> torch.Tensor:
+        """h: (B, N, dim) -> (B, N, F) predictions laid out by `lay`, 0 on padding."""
+        h = self.norm(h)
+        out = self.head(h) * lay.mask.to(h.device)
+        return out if self.wiring is None else self.wiring.predict(h, out, lay)
 
 
 class Block(nn.Module):
@@ -92,14 +102,13 @@ class SetDenoiser(nn.Module):
         self.level = LevelEmbedding(cfg.dim)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.ffn_mult, cfg.experts) for _ in range(cfg.depth))
 
-    def forward(self, tokens: torch.Tensor, roles: torch.Tensor, level_in: torch.Tensor, level_out: torch.Tensor,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """tokens: (B, N, F) normalised neuron tokens; roles: (N,) long; level_in, level_out: (B,) in [0, 1];
-        mask: (N, F) bool valid slots (None = the built spec's) -> (out (B, N, F), aux: moe_loss, moe_z,
-        expert_util)."""
-        h, cond = self.io.embed(tokens, roles), self.level(level_in, level_out)
+    def forward(self, tokens: torch.Tensor, lay: Layout, level_in: torch.Tensor,
+                level_out: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """tokens: (B, N, F) normalised neuron tokens laid out by `lay` (any spec the model serves); level_in,
+        level_out: (B,) in [0, 1] -> (out (B, N, F), aux: moe_loss, moe_z, expert_util)."""
+        h, cond = self.io.embed(tokens, lay), self.level(level_in, level_out)
         stats = []
         for block in self.blocks:
             h, s = block(h, cond)
             stats.append(s)
-        return self.io.predict(h, mask), merge_stats(stats, tokens.device)
+        return self.io.predict(h, lay), merge_stats(stats, tokens.device)
