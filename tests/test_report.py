@@ -13,10 +13,12 @@ import pytest
 from conftest import TINY_ARCH
 from synthnet.errors import SynthNetError
 from synthnet.eval.report import PLOTS, SECTIONS, verdict_line
-from synthnet.eval.run import evaluate_model, time_to_reach
+from synthnet.eval.run import evaluate_model, margin_sample_sd, time_to_reach
 from synthnet.data import load_dataset
 from synthnet.synthesize import load_synthesizer
-from synthnet.targets import parse_spec
+from synthnet.scoring import evaluate
+from synthnet.targets import init_state, parse_spec
+from synthnet.weights import stack_states
 from synthnet.zoo import Recipe, train_many
 
 SEEDS = list(range(100000, 100005))
@@ -192,3 +194,23 @@ def test_eval_cli_takes_seeds_no_model_used(tiny_zoo, tiny_run, tmp_path):
 def test_verdict_needs_the_mean_and_the_share_of_seeds(synth, beats, word):
     line = verdict_line({"synth_acc": synth, "teacher_acc": 0.980, "beats": beats})
     assert line.startswith(f"verdict: SynthNet {word} its teacher (mean {synth - 0.980:+.4f}, above it on {beats:.0%}")
+
+
+def test_verdict_states_the_split_noise_when_known():
+    line = verdict_line({"synth_acc": 0.981, "teacher_acc": 0.980, "beats": 0.7, "margin_sd": 0.0065})
+    assert "(mean +0.0010 +- 0.0065 from the test split's size alone, above it on 70%" in line
+
+
+def test_margin_sample_sd_is_the_bootstrap_std_of_the_per_sample_margin():
+    """Nets that agree everywhere have no split noise; otherwise the bootstrap std matches std(d) / sqrt(S) of
+    the per-sample margins d, which a resample of S samples gives in theory."""
+    spec = parse_spec("mlp:64-32-10")
+    x, y = load_dataset("digits").split("test")
+    nets = stack_states([init_state(spec, s) for s in range(6)])
+    others = stack_states([init_state(spec, s) for s in range(6, 12)])
+    assert margin_sample_sd(spec, nets, nets, x, y) == 0.0
+    right = [(evaluate(spec, p, x, y).pred == y).float() for p in (nets, others)]
+    d = (right[0] - right[1]).mean(0)
+    expected = d.std(unbiased=False).item() / len(y) ** 0.5
+    assert expected > 0
+    assert margin_sample_sd(spec, nets, others, x, y) == pytest.approx(expected, rel=0.1)

@@ -52,7 +52,8 @@ def headline(res: dict) -> dict:
     nov = agg["novelty"]
     return {"k": res["best_k"], "synth_acc": agg["synthnet"]["stats"]["best_acc"]["mean"],
             "teacher_acc": agg["teacher"]["stats"]["final_acc"]["mean"],
-            "beats": agg["synthnet"]["beats_teacher_frac"], "ratio": nov["stats"]["ratio_ckpt"]["mean"],
+            "beats": agg["synthnet"]["beats_teacher_frac"], "margin_sd": agg["synthnet"].get("margin_sample_sd"),
+            "ratio": nov["stats"]["ratio_ckpt"]["mean"],
             "ratio_threshold": nov["ratio_threshold"], "copy_ratio": nov["copy_ratio"],
             "copy_threshold": nov["copy_threshold"], "pass": nov["pass"]}
 
@@ -71,8 +72,9 @@ def verdict_line(h: dict) -> str:
     """Whether SynthNet beats its teacher, in words: mean >= the teacher's and above it on >= BEAT_SHARE of seeds."""
     gap, beats = h["synth_acc"] - h["teacher_acc"], h["beats"]
     met = gap >= 0 and beats >= BEAT_SHARE
-    return (f"verdict: SynthNet {'beats' if met else 'does not beat'} its teacher (mean {gap:+.4f}, above it on "
-            f"{beats:.0%} of seeds; beating means a mean >= the teacher's and above it on >= {BEAT_SHARE:.0%})")
+    noise = "" if h.get("margin_sd") is None else f" +- {h['margin_sd']:.4f} from the test split's size alone"
+    return (f"verdict: SynthNet {'beats' if met else 'does not beat'} its teacher (mean {gap:+.4f}{noise}, above it "
+            f"on {beats:.0%} of seeds; beating means a mean >= the teacher's and above it on >= {BEAT_SHARE:.0%})")
 
 
 def _status_text(res: dict) -> list[str]:

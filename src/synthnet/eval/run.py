@@ -34,11 +34,12 @@ results.json (schema 2; keys are stable, figures are floats unless stated):
                 (fractional), reached (1.0 / 0.0), ratio = teacher_seconds / synth_seconds
   aggregate: {section: {stats: the per-seed tree with every float leaf replaced by {mean, std, min, max} over
     seeds (lists element-wise; integer leaves are identifiers and are left out), plus section-level figures}}:
-    teacher: epochs, seconds_per_net;  synthnet: best_k, beats_teacher_frac;  baselines: flat_mlp_k (when
-    given, chosen on val too);  novelty: the verdict of ../shared/SYNTHNET.md's two-part criterion: derived
-    (mean ratio_ckpt <= ratio_threshold, 0.85: derived from its own init), copy_ratio (mean d_ckpt / mean
-    teacher_d_ckpt) and not_copy (copy_ratio >= copy_threshold, 0.85: no closer to the zoo than a conventionally
-    trained net), pass (both); zoo_loo_distance and zoo_loo_iou
+    teacher: epochs, seconds_per_net;  synthnet: best_k, beats_teacher_frac, margin_sample_sd (the std of the mean
+    margin over bootstrap resamples of the test samples, seeds fixed: how far the split's size alone moves it);
+    baselines: flat_mlp_k (when given, chosen on val too);  novelty: the verdict of ../shared/SYNTHNET.md's
+    two-part criterion: derived (mean ratio_ckpt <= ratio_threshold, 0.85: derived from its own init), copy_ratio
+    (mean d_ckpt / mean teacher_d_ckpt) and not_copy (copy_ratio >= copy_threshold, 0.85: no closer to the zoo than
+    a conventionally trained net), pass (both); zoo_loo_distance and zoo_loo_iou
     ({mean, std, min, max} over zoo finals of the nearest other final's distance / the highest error IoU with
     another final), pairwise_iou_synth, pairwise_iou_teacher (mean over pairs), ensemble_synth_acc,
     ensemble_teacher_acc (average softmax);  speed: the per-seed figures computed on the mean curves
@@ -159,6 +160,17 @@ def _synthnet(tree: dict, teacher_acc: torch.Tensor) -> Section:
     beats = (margin > 0).float()
     return {**tree, "best_acc": best, "margin": margin, "beats_teacher": beats}, \
         {"best_k": k, "beats_teacher_frac": float(beats.mean())}
+
+
+def margin_sample_sd(spec: Spec, synth: Params, teachers: Params, x: torch.Tensor, y: torch.Tensor,
+                     draws: int = 2000) -> float:
+    """Std of the mean margin (SynthNet - teacher accuracy, over seeds) across bootstrap resamples of the samples
+    (x (S, F), y (S,)), synth and teachers (N, *shape) fixed: the margin's noise from the split's size alone, which
+    more seeds do not average away (every seed meets the same samples)."""
+    right = [(evaluate(spec, p, x, y).pred == y).float() for p in (synth, teachers)]  # (N, S) each
+    per_sample = (right[0] - right[1]).mean(0)  # (S,)
+    g = torch.Generator().manual_seed(0)
+    return per_sample[torch.randint(len(y), (draws, len(y)), generator=g)].mean(1).std().item()
 
 
 def _distances(spec: Spec, nets: Params, teachers: Params, zoo_finals: Params) -> dict:
@@ -334,6 +346,7 @@ def evaluate_model(synth, zoo_path: Path, dataset: str, spec: Spec | str, seeds:
         flat_runs = phase("flat_mlp", _synth_runs, flat_synth, spec, inits, k_max, data) if flat_synth else None
         synthnet = _synthnet(runs, teacher["final_acc"])
         k = synthnet[1]["best_k"]
+        synthnet[1]["margin_sample_sd"] = margin_sample_sd(spec, states[k - 1], teachers, x, y)
         sections = {"teacher": (teacher, t_extra), "synthnet": synthnet,
                     "baselines": phase("baselines", _baselines, spec, zoo, inits, seeds, teachers, flat_runs, x, y),
                     "novelty": phase("novelty", _novelty, spec, zoo, states[k - 1], teachers, x, y),
