@@ -3,7 +3,8 @@ loop of the same training in the same run.
 
 The bare loop trains the same networks with the same recipe (same minibatches, Adam, same FLOPs) as plain batched
 matmuls on stacked tensors, and neither scores nor saves anything: the floor a zoo build could reach on this
-machine. Prints runs/s of each, their ratio, and the projected time of a 2048-init x 4-order zoo. Figures only.
+machine for one process. build_zoo runs with the CLI's default workers (one one-thread process per core). Prints
+runs/s of each, their ratio, and the projected time of a 2048-init x 4-order zoo. Figures only.
 Run: .venv/bin/python benchmarks/zoo_throughput.py [--inits 256] [--orders 2]
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from synthnet.config import ZooConfig
 from synthnet.data import load_dataset
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states
@@ -56,13 +58,13 @@ def main() -> None:
     runs = args.inits * args.orders
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        build_zoo(Path(tmp) / "zoo", [ARCH], "digits", seeds, recipe, orders=args.orders)
+        build_zoo(Path(tmp) / "zoo", [ARCH], "digits", seeds, recipe, ZooConfig().workers, orders=args.orders)
         zoo_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     bare_training(seeds, args.orders, recipe)
     bare_s = time.perf_counter() - t0
     print(f"{runs} runs of {ARCH} x {args.epochs} epochs, {torch.get_num_threads()} threads")
-    print(f"build_zoo   {runs / zoo_s:8.1f} runs/s ({zoo_s:.1f} s): 2048 inits x 4 orders in "
+    print(f"build_zoo ({ZooConfig().workers} workers) {runs / zoo_s:8.1f} runs/s ({zoo_s:.1f} s): 2048 inits x 4 orders in "
           f"{2048 * 4 / (runs / zoo_s) / 60:.1f} min")
     print(f"bare loop   {runs / bare_s:8.1f} runs/s ({bare_s:.1f} s)")
     print(f"ratio build_zoo / bare: {bare_s / zoo_s:.2f}")

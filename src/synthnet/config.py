@@ -7,6 +7,7 @@ typed or out-of-range values are errors naming the key. Every run saves its reso
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ class ZooConfig:
     optimizer: str = opt("adam", choices=("adam", "sgd"))  # teacher recipe: Adam | SGD with momentum 0.9
     label_smoothing: float = opt(0.0, 0.0, 0.99)  # teacher recipe: label smoothing of the cross-entropy
     orders: int = opt(1, 1, 64)  # minibatch orders per init (order 0: the recipe's own); the spread an init allows
-    workers: int = opt(1, 1, 1024)  # zoo processes run at once
+    workers: int = opt(os.cpu_count() or 1, 1, 1024)  # zoo processes at once, one thread each (default: one per core)
 
 
 @dataclass
