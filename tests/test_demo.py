@@ -1,6 +1,8 @@
 """`synthnet demo` in its tiny form: every stage runs, the eval report is written, re-running reuses."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -28,6 +30,20 @@ def test_demo_runs_every_stage_and_reuses_finished_parts(tmp_path):
     assert len(stamps) == 3
     run_demo(cfg, tmp_path / "demo")
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_demo_command_says_whether_it_beats_the_teacher_and_names_the_stronger_preset(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "synthnet", "demo", "--preset", "tiny", "--out", str(tmp_path / "d"),
+                        f"zoo.path={tmp_path / 'zoo'}", f"data.arch={TINY_ARCH}", "zoo.seeds=0:8", "zoo.epochs=2",
+                        "train.val_runs=2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = " ".join(r.stdout.split())  # rich wraps long lines
+    res = json.loads((tmp_path / "d" / "eval" / "results.json").read_text())
+    agg = res["aggregate"]
+    beats = agg["synthnet"]["beats_teacher_frac"] >= 0.6 and (
+        agg["synthnet"]["stats"]["best_acc"]["mean"] >= agg["teacher"]["stats"]["final_acc"]["mean"])
+    assert f"verdict: SynthNet {'beats' if beats else 'does not beat'} its teacher" in out
+    assert ("synthnet demo --preset headline --out DIR" in out) == (not beats)
 
 
 @pytest.mark.parametrize("preset", ["digits-cnn", "mnist1d-mlp", "idx-mlp"])

@@ -68,10 +68,14 @@ def novelty_line(h: dict) -> str:
 BEAT_SHARE = 0.6  # share of seeds SynthNet must be strictly above its own teacher on (with a mean >= the teacher's)
 
 
+def beats_teacher(h: dict) -> bool:
+    """SynthNet beats its teacher: a mean >= the teacher's and strictly above it on >= BEAT_SHARE of seeds."""
+    return h["synth_acc"] >= h["teacher_acc"] and h["beats"] >= BEAT_SHARE
+
+
 def verdict_line(h: dict) -> str:
-    """Whether SynthNet beats its teacher, in words: mean >= the teacher's and above it on >= BEAT_SHARE of seeds."""
-    gap, beats = h["synth_acc"] - h["teacher_acc"], h["beats"]
-    met = gap >= 0 and beats >= BEAT_SHARE
+    """Whether SynthNet beats its teacher, in words (beats_teacher)."""
+    gap, beats, met = h["synth_acc"] - h["teacher_acc"], h["beats"], beats_teacher(h)
     noise = "" if h.get("margin_sd") is None else f" +- {h['margin_sd']:.4f} from the test split's size alone"
     return (f"verdict: SynthNet {'beats' if met else 'does not beat'} its teacher (mean {gap:+.4f}{noise}, above it "
             f"on {beats:.0%} of seeds; beating means a mean >= the teacher's and above it on >= {BEAT_SHARE:.0%})")
