@@ -2,7 +2,7 @@
 
 Choosing between training settings by `synthnet eval`'s figures would tune them to the evaluation seeds and the
 test split. This probe scores a model on other unseen seeds (default 300000+) and on the val split instead: for
-every K = 1..k_max, mean val accuracy, the permutation-aligned distance to each seed's own teacher, and the ratio
+every K = 1..k_max, mean val accuracy, the share of seeds above their teacher, the permutation-aligned distance to each seed's own teacher, and the ratio
 of that distance to the nearest zoo checkpoint (any epoch of any run), as in `synthnet eval`. Run:
   .venv/bin/python benchmarks/novelty_probe.py --model RUN [--which best|final] [--seeds 300000:300048]
 """
@@ -37,13 +37,14 @@ def main() -> None:
     ckpts = {k: v.flatten(0, 1) for k, v in zoo.params.items()}  # every epoch of every run
     x, y = data.split("val")
     inits = stack_states([init_state(spec, s) for s in seeds])
-    print(f"model {args.model} ({args.which}), {len(seeds)} seeds, val split; "
-          f"teacher val acc {evaluate(spec, teachers, x, y).acc.mean():.4f}")
+    teacher_acc = evaluate(spec, teachers, x, y).acc
+    print(f"model {args.model} ({args.which}), {len(seeds)} seeds, val split; teacher val acc {teacher_acc.mean():.4f}")
     for k, state in enumerate(synth.outputs(spec, inits, args.k_max), 1):
         d_teacher = aligned_distance(spec, teachers, state)
         d_ckpt, _ = nearest(spec, state, ckpts)
-        print(f"  K={k}: val acc {evaluate(spec, state, x, y).acc.mean():.4f}  d_teacher {d_teacher.mean():.3f}  "
-              f"d_ckpt {d_ckpt.mean():.3f}  ratio {(d_teacher / d_ckpt).mean():.3f}")
+        acc = evaluate(spec, state, x, y).acc
+        print(f"  K={k}: val acc {acc.mean():.4f}  above teacher {(acc > teacher_acc).float().mean():.0%}  "
+              f"d_teacher {d_teacher.mean():.3f}  d_ckpt {d_ckpt.mean():.3f}  ratio {(d_teacher / d_ckpt).mean():.3f}")
 
 
 if __name__ == "__main__":
