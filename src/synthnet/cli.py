@@ -253,7 +253,6 @@ def demo(
 
     from synthnet.config import compose
     from synthnet.demo import headline_rows, run_demo
-
     from synthnet.eval.report import beats_teacher, headline
 
     ev = run_demo(compose(preset, overrides or []), out)
