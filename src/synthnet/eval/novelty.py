@@ -82,20 +82,31 @@ def _assign(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
 
 
 def align(spec: Spec, a: Params, b: Params) -> Params:
-    """Permute the hidden units of b (key -> (N, *shape)) to best match a (key -> (N or 1, *shape))."""
+    """Permute the hidden units of b (key -> (N, *shape)) to best match a (key -> (N or 1, *shape)).
+
+    With two or more hidden layers a pair leaves the loop after a full pass that changed none of its permutations
+    but the first layer's (whose next step would see the same others and repeat itself, and so would the rest), so
+    each pair costs its own number of passes, not the slowest pair's.
+    """
     n_hidden = len(spec.hidden)
     n = b[_layers(spec)[0][1]].shape[0]
-    perms = [torch.arange(h).expand(n, h) for h in spec.hidden]
+    perms = [torch.arange(h).repeat(n, 1) for h in spec.hidden]
+    live = torch.arange(n)  # pairs whose permutations may still change
     for p in range(MAX_PASSES):
-        changed = False
+        changed = torch.zeros(len(live), dtype=torch.bool)
+        a_live = a if a[_layers(spec)[0][1]].shape[0] == 1 else {k: v[live] for k, v in a.items()}
+        b_live = {k: v[live] for k, v in b.items()}
         for l in range(n_hidden):
             full = p > 0 or l == n_hidden - 1
-            cur = permute(spec, b, perms)
-            sigma = _assign(_features(spec, a, l, full), _features(spec, cur, l, full))
-            new = torch.take_along_dim(perms[l], sigma, 1)
-            changed |= bool((new != perms[l]).any())
-            perms[l] = new
-        if n_hidden == 1 or (p > 0 and not changed):
+            cur = permute(spec, b_live, [q[live] for q in perms])
+            sigma = _assign(_features(spec, a_live, l, full), _features(spec, cur, l, full))
+            new = torch.take_along_dim(perms[l][live], sigma, 1)
+            if l > 0:
+                changed |= (new != perms[l][live]).any(1)
+            perms[l][live] = new
+        if p > 0:
+            live = live[changed]
+        if n_hidden == 1 or len(live) == 0:
             break
     return permute(spec, b, perms)
 
