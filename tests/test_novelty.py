@@ -42,6 +42,17 @@ def test_one_net_against_many_broadcasts():
     assert d[2] < 1e-5 and (d[[0, 1, 3, 4]] > 0.1).all()
 
 
+@pytest.mark.parametrize("arch", ["mlp:12-16-12-4", "mlp:12-16-16-16-4"])
+def test_a_pair_aligns_the_same_alone_as_in_a_batch(arch):
+    """Pairs leave the weight-matching loop at their own pass: a batch must give each pair its solo result."""
+    spec = parse_spec(arch)
+    a, b = _nets(spec, range(8)), _nets(spec, range(20, 28))
+    batch = nv.aligned_distance(spec, a, b)
+    alone = [nv.aligned_distance(spec, {k: v[i:i + 1] for k, v in a.items()}, {k: v[i:i + 1] for k, v in b.items()})
+             for i in range(8)]
+    assert torch.equal(batch, torch.cat(alone))
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_lower_bound_never_exceeds_the_aligned_distance(arch):
     spec = parse_spec(arch)
