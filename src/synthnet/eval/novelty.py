@@ -89,12 +89,13 @@ def align(spec: Spec, a: Params, b: Params) -> Params:
     each pair costs its own number of passes, not the slowest pair's.
     """
     n_hidden = len(spec.hidden)
-    n = b[_layers(spec)[0][1]].shape[0]
+    bias0 = _layers(spec)[0][1]
+    n, one_query = b[bias0].shape[0], a[bias0].shape[0] == 1
     perms = [torch.arange(h).repeat(n, 1) for h in spec.hidden]
     live = torch.arange(n)  # pairs whose permutations may still change
     for p in range(MAX_PASSES):
         changed = torch.zeros(len(live), dtype=torch.bool)
-        a_live = a if a[_layers(spec)[0][1]].shape[0] == 1 else {k: v[live] for k, v in a.items()}
+        a_live = a if one_query else {k: v[live] for k, v in a.items()}
         b_live = {k: v[live] for k, v in b.items()}
         for l in range(n_hidden):
             full = p > 0 or l == n_hidden - 1
