@@ -15,6 +15,8 @@ exceeds the best aligned distance found (see `lower_bound`).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -71,43 +73,66 @@ def _features(spec: Spec, params: Params, l: int, outgoing: bool) -> torch.Tenso
     return torch.cat(parts + [_outgoing(spec, params, l)] if outgoing else parts, -1)
 
 
+def _layer_inputs(spec: Spec, params: Params, l: int, rows: torch.Tensor | None) -> Params:
+    """The tensors hidden layer l's features read (its weights and bias, the next layer's weights), at `rows`."""
+    (w, b), nxt = _layers(spec)[l], _layers(spec)[l + 1][0]
+    return {k: params[k] if rows is None else params[k][rows] for k in (w, b, nxt)}
+
+
+def _neighbours_permuted(spec: Spec, params: Params, perms: list[torch.Tensor], l: int) -> Params:
+    """_layer_inputs with the neighbouring layers' permutations (N, h) applied, layer l's own not: the incoming
+    weights' columns by perms[l - 1], the next layer's rows by perms[l + 1]."""
+    (w, _), nxt = _layers(spec)[l], _layers(spec)[l + 1][0]
+    out = dict(params)
+    if l > 0:
+        out[w] = _take(out[w], perms[l - 1], 2)
+    if l + 1 < len(perms):
+        out[nxt] = _take(out[nxt], perms[l + 1], 1)
+    return out
+
+
 def _assign(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
     """Hungarian matching of units: fa (N or 1, h, F), fb (N, h, F) -> (N, h) long, a's unit i <-> b's unit out[i].
 
-    Minimising the summed squared distance equals maximising the summed inner product (norms are fixed).
+    Minimising the summed squared distance equals maximising the summed inner product (norms are fixed). The
+    assignments run in one thread per torch thread (scipy releases the GIL while it solves, and widens each float32
+    matrix to float64 itself).
     """
-    cost = torch.matmul(fa, fb.transpose(1, 2)).neg_().double().numpy()
-    cols = [linear_sum_assignment(c)[1] for c in cost]
+    cost = torch.matmul(fa, fb.transpose(1, 2)).neg_().numpy()
+    chunks = np.array_split(cost, max(1, min(torch.get_num_threads(), len(cost) // 64)))
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        cols = [c for part in pool.map(lambda m: [linear_sum_assignment(c)[1] for c in m], chunks) for c in part]
     return torch.from_numpy(np.stack(cols)).long()
 
 
 def align(spec: Spec, a: Params, b: Params) -> Params:
     """Permute the hidden units of b (key -> (N, *shape)) to best match a (key -> (N or 1, *shape)).
 
-    With two or more hidden layers a pair leaves the loop after a full pass that changed none of its permutations
-    but the first layer's (whose next step would see the same others and repeat itself, and so would the rest), so
-    each pair costs its own number of passes, not the slowest pair's.
+    Each layer's assignment depends only on its neighbours' permutations, so a pair's layer is solved again only
+    when one of them moved since its last solve (or its last solve lacked the outgoing side); a pair is done when
+    none of its layers is stale, after its own number of passes, not the slowest pair's.
     """
     n_hidden = len(spec.hidden)
     bias0 = _layers(spec)[0][1]
     n, one_query = b[bias0].shape[0], a[bias0].shape[0] == 1
     perms = [torch.arange(h).repeat(n, 1) for h in spec.hidden]
-    live = torch.arange(n)  # pairs whose permutations may still change
+    stale = torch.ones(n_hidden, n, dtype=torch.bool)  # stale[l, i]: pair i's layer l may still change
     for p in range(MAX_PASSES):
-        changed = torch.zeros(len(live), dtype=torch.bool)
-        a_live = a if one_query else {k: v[live] for k, v in a.items()}
-        b_live = {k: v[live] for k, v in b.items()}
         for l in range(n_hidden):
+            live = torch.nonzero(stale[l]).squeeze(1)
+            if len(live) == 0:
+                continue
             full = p > 0 or l == n_hidden - 1
-            cur = permute(spec, b_live, [q[live] for q in perms])
-            sigma = _assign(_features(spec, a_live, l, full), _features(spec, cur, l, full))
-            new = torch.take_along_dim(perms[l][live], sigma, 1)
-            if l > 0:
-                changed |= (new != perms[l][live]).any(1)
+            a_live = _layer_inputs(spec, a, l, None if one_query else live)
+            b_live = _neighbours_permuted(spec, _layer_inputs(spec, b, l, live), [q[live] for q in perms], l)
+            new = _assign(_features(spec, a_live, l, full), _features(spec, b_live, l, full))
+            moved = live[(new != perms[l][live]).any(1)]
             perms[l][live] = new
-        if p > 0:
-            live = live[changed]
-        if n_hidden == 1 or len(live) == 0:
+            stale[l, live] = not full
+            for m in (l - 1, l + 1):
+                if 0 <= m < n_hidden:
+                    stale[m, moved] = True
+        if not stale.any():
             break
     return permute(spec, b, perms)
 
