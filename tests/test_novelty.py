@@ -74,10 +74,13 @@ def test_nearest_matches_exhaustive_search_and_finds_a_permuted_copy(arch):
     assert torch.allclose(dist, exact.min(1).values) and idx.tolist() == exact.argmin(1).tolist()
 
 
-@pytest.mark.parametrize("pairs", [nv.PAIRS, 2 * nv.CANDIDATES])  # the second aligns two queries at a time
-def test_nearest_leave_one_out_skips_the_excluded_reference(pairs, monkeypatch):
+# aligned at once: as many pairs as allowed, two queries' candidates, one query's (a cap on weights: big nets)
+@pytest.mark.parametrize("pairs, floats", [(nv.PAIRS, nv.PAIR_FLOATS), (2 * nv.CANDIDATES, nv.PAIR_FLOATS),
+                                           (nv.PAIRS, 130 * nv.CANDIDATES)])
+def test_nearest_leave_one_out_skips_the_excluded_reference(pairs, floats, monkeypatch):
     monkeypatch.setattr(nv, "PAIRS", pairs)
-    spec = parse_spec("mlp:12-7-4")
+    monkeypatch.setattr(nv, "PAIR_FLOATS", floats)
+    spec = parse_spec("mlp:12-7-4")  # 12*7 + 7 + 7*4 + 4 = 123 weights
     refs = _nets(spec, range(40))
     dist, idx = nv.nearest(spec, refs, refs, exclude=torch.arange(40))
     assert (idx != torch.arange(40)).all() and (dist > 0.1).all()

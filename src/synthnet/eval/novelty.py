@@ -26,7 +26,8 @@ from synthnet.targets import Spec
 Params = dict[str, torch.Tensor]
 MAX_PASSES = 10  # weight-matching passes for nets with >= 2 hidden layers (they converge in 2-3)
 CANDIDATES = 128  # references aligned per live query in each round of `nearest`
-PAIRS = 16384  # (query, reference) pairs aligned at once in `nearest`: memory is PAIRS x weights floats, times ~6
+PAIRS = 16384  # most (query, reference) pairs aligned at once in `nearest`
+PAIR_FLOATS = 2**27  # and at most this many weights over those pairs (~6 such copies live at once: about 3 GB)
 BOUND_BLOCK = (64, 32)  # (queries, references) per lower-bound block: memory is their product * width^2 floats
 
 
@@ -200,12 +201,13 @@ def nearest(spec: Spec, query: Params, refs: Params, exclude: torch.Tensor | Non
         rows = torch.nonzero(exclude >= 0).squeeze(1)
         bounds[rows, exclude[rows]] = float("inf")
     bounds, order = bounds.sort(1)
+    n_weights = flat(spec, {k: v[:1] for k, v in refs.items()}).shape[1]
     best, best_i = torch.full((len(order),), float("inf")), torch.full((len(order),), -1)
     for lo in range(0, order.shape[1], CANDIDATES):
         live = torch.nonzero(bounds[:, lo] < best.square() * (1 + 1e-5)).squeeze(1)  # tolerance: rounding
         if len(live) == 0:
             break
-        for part in live.split(max(1, PAIRS // CANDIDATES)):
+        for part in live.split(max(1, min(PAIRS, PAIR_FLOATS // n_weights) // CANDIDATES)):
             cand = order[part, lo:lo + CANDIDATES]  # (A, c)
             a = {k: v[part].repeat_interleave(cand.shape[1], 0) for k, v in query.items()}
             d = aligned_distance(spec, a, {k: v[cand.reshape(-1)] for k, v in refs.items()}).view(cand.shape)
