@@ -201,7 +201,7 @@ def nearest(spec: Spec, query: Params, refs: Params, exclude: torch.Tensor | Non
         rows = torch.nonzero(exclude >= 0).squeeze(1)
         bounds[rows, exclude[rows]] = float("inf")
     bounds, order = bounds.sort(1)
-    n_weights = flat(spec, {k: v[:1] for k, v in refs.items()}).shape[1]
+    n_weights = sum(v[0].numel() for v in refs.values())
     best, best_i = torch.full((len(order),), float("inf")), torch.full((len(order),), -1)
     for lo in range(0, order.shape[1], CANDIDATES):
         live = torch.nonzero(bounds[:, lo] < best.square() * (1 + 1e-5)).squeeze(1)  # tolerance: rounding
