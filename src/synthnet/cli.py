@@ -189,11 +189,14 @@ def synthesize(
     steps: Optional[int] = typer.Option(None, help="denoising steps K (default: the model's val-best K, recorded "
                                         "in its run)"),
     arch: Optional[str] = typer.Option(None, help="spec for inputs without synthnet.arch metadata"),
+    sample_seed: int = typer.Option(0, min=0, help="seed of a bridge model's sampling noise: another seed, another "
+                                    "trained network from the same init; the same seed, the same weights (a zoo "
+                                    "model has no noise and ignores it)"),
 ):
     """Weights in, weights out: synthesize trained weights from random inits. Opens no dataset."""
     from synthnet.synthesize import synthesize_files
 
-    rows = synthesize_files(inputs, model, steps, out, out_dir, arch)
+    rows = synthesize_files(inputs, model, steps, out, out_dir, arch, sample_seed)
     for r in rows:
         console.print(f"{r['input']} -> {r['output']}  ({r['arch']}, K={r['steps']}, {1000 * r['seconds']:.1f} ms)")
 

@@ -64,6 +64,9 @@ class ModelConfig:
     experts: int = opt(0, 0, 64)  # MoE experts per feed-forward (0 = dense feed-forward; >= 2 for MoE)
     ffn_mult: int = opt(2, 1, 64)  # feed-forward hidden = ffn_mult * dim
     predict: str = opt("delta", choices=("delta", "x0"))  # delta (added to the input weights) | x0 (clean weights)
+    process: str = opt("zoo", choices=("zoo", "bridge"))  # zoo: a step predicts the next zoo checkpoint (a mean);
+    # bridge: a step predicts the final weights, the next state is drawn on a Brownian bridge to them (a sampler)
+    bridge_sigma: float = opt(0.3, 0.0, 10.0)  # bridge noise, normalised units: std sigma*sqrt(l(1-l)) at level l
 
 
 @dataclass

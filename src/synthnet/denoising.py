@@ -2,7 +2,9 @@
 
 Each batch is either (a) pairs W_i -> W_j (i < j, variable gaps, the input perturbed by a small centred Gaussian)
 or (b) a K-step chain from W_0 run on the model's own outputs, every step supervised by the zoo checkpoint at its
-noise level (so later steps learn to refine what earlier steps produce). Loss = MSE in normalised token space + a
+noise level (so later steps learn to refine what earlier steps produce). A bridge model (synthesize.py) learns
+(a) as states on the bridge from W_0 to the final weights -> the final weights, and (b) with every step supervised
+by the final weights. Loss = MSE in normalised token space + a
 functional term: KL of the synthesized network's outputs to the target network's on train inputs + optionally the
 (label-smoothed) cross-entropy of synthesized final states on those inputs' train labels.
 """
@@ -23,7 +25,7 @@ from synthnet.errors import SynthNetError
 from synthnet.scoring import logits
 from synthnet.synthesize import Synthesizer, epoch_level, level_epoch, schedule
 from synthnet.targets import Spec
-from synthnet.tokens import Normalizer, to_tokens
+from synthnet.tokens import Normalizer, layout, to_tokens
 from synthnet.zoo import load_zoo
 
 
@@ -125,15 +127,17 @@ def train_batch(data: Dataset, g: torch.Generator, size: int = 256) -> tuple[tor
 
 def chain_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor,
                 y: torch.Tensor):
-    """A K-step chain from perturbed W_0 on the model's own outputs; each step vs the zoo at its level.
-    Under torchrun every rank draws the whole batch and runs its share."""
+    """A K-step chain from perturbed W_0 on the model's own outputs; each step vs the zoo at its level (a bridge
+    model: vs the final weights). Under torchrun every rank draws the whole batch and runs its share."""
     t = cfg.train
     k = int(torch.randint(1, t.k_max + 1, (1,), generator=g))
     run = torch.randint(len(zt.tokens), (t.batch,), generator=g)
     start = perturb(zt.tokens[run, 0], zt.init_std, step, t, g)
+    bridge = cfg.model.process == "bridge"  # every step predicts the final weights, on a path drawn from g
+    noise = shard(torch.randn((t.batch, k - 1, *start.shape[1:]), generator=g)) if bridge else None
     run = shard(run)
-    states, total = synth.chain(zt.spec, shard(start), k)
-    epochs = level_epoch(schedule(k)[1:], zt.epochs).round().long()
+    states, total = synth.chain(zt.spec, shard(start), k, noise)
+    epochs = torch.full((k,), zt.epochs) if bridge else level_epoch(schedule(k)[1:], zt.epochs).round().long()
     parts = {}
     for s, ep in zip(states, epochs):
         final = torch.full((len(run),), bool(ep == zt.epochs))
@@ -151,5 +155,24 @@ def pair_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: tor
     src, tgt, l_in, l_out, j = shard(src), shard(tgt), shard(l_in), shard(l_out), shard(j)
     pred, aux = synth.step(zt.spec, src, l_in, l_out)
     loss, parts = denoise_loss(synth, zt.spec, pred, tgt, x, y, j == zt.epochs, t)
+    parts.update({f"expert_util/{i}": u.item() for i, u in enumerate(aux["expert_util"])})
+    return loss + synth.moe_penalty(aux), {**parts, "k": 0}
+
+
+def bridge_batch(synth: Synthesizer, zt: ZooTokens, step: int, cfg: Config, g: torch.Generator, x: torch.Tensor,
+                 y: torch.Tensor):
+    """States on the Brownian bridge from a run's (perturbed) W_0 to its final weights, at level 1 half of the time
+    and uniform in (0, 1) otherwise -> the final weights; under torchrun every rank draws the whole batch and runs
+    its share."""
+    t = cfg.train
+    run = torch.randint(len(zt.tokens), (t.batch,), generator=g)
+    level = torch.where(torch.rand(t.batch, generator=g) < 0.5, 1.0, torch.rand(t.batch, generator=g))
+    init, final = perturb(zt.tokens[run, 0], zt.init_std, step, t, g), zt.tokens[run, -1]
+    noise = torch.randn(init.shape, generator=g) * layout(zt.spec).mask
+    lv = level[:, None, None]
+    state = lv * init + (1 - lv) * final + cfg.model.bridge_sigma * (lv * (1 - lv)).sqrt() * noise
+    state, final, level = shard(state), shard(final), shard(level)
+    _, aux = synth.step(zt.spec, state, level, torch.zeros_like(level))
+    loss, parts = denoise_loss(synth, zt.spec, aux["final"], final, x, y, torch.ones(len(final), dtype=torch.bool), t)
     parts.update({f"expert_util/{i}": u.item() for i, u in enumerate(aux["expert_util"])})
     return loss + synth.moe_penalty(aux), {**parts, "k": 0}

@@ -1,7 +1,11 @@
 """Weights in, weights out: the denoiser applied K times to random inits. Never opens a dataset.
 
 Noise levels: a zoo checkpoint at epoch e of E has level 1 - log1p(e) / log1p(E) (1 = random init, 0 = trained);
-a K-step synthesis walks the levels 1 -> (K-1)/K -> ... -> 0 evenly.
+a K-step synthesis walks the levels 1 -> (K-1)/K -> ... -> 0 evenly. A zoo model steps from checkpoint to
+checkpoint (a mean over the runs an init allows); a bridge model (model.process=bridge) is a sampler: the state at
+level l is l * init + (1 - l) * final + bridge_sigma * sqrt(l (1 - l)) * noise (a Brownian bridge from the init to
+the final weights, as in image-to-image Schroedinger bridges), each step predicts the final weights and draws the
+next state from the bridge given them, and the noise comes from a seeded generator (`--sample-seed`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,17 @@ def schedule(k: int) -> torch.Tensor:
     return torch.linspace(1.0, 0.0, k + 1)
 
 
+def sample_noise(tokens: torch.Tensor, draws: int, sample_seed: int) -> torch.Tensor:
+    """tokens: (B, N, F) inits -> (B, draws, N, F) unit Gaussian draws, each network's from a generator seeded by
+    sample_seed and its init's bytes, so a network's draws do not depend on what else is in the batch."""
+    out = []
+    for init in tokens:
+        digest = hashlib.sha256(str(sample_seed).encode() + init.cpu().numpy().tobytes()).digest()
+        g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+        out.append(torch.randn((draws, *init.shape), generator=g))
+    return torch.stack(out).to(tokens.device)
+
+
 class Synthesizer(nn.Module):
     """A denoiser with its token normaliser: the whole learned part of SynthNet."""
 
@@ -62,36 +77,59 @@ class Synthesizer(nn.Module):
         return from_tokens(spec, self.normalizer.unnormalize(spec, tokens))
 
     def step(self, spec: Spec, tokens: torch.Tensor, level_in: torch.Tensor, level_out: torch.Tensor):
-        """One denoising step. tokens: (B, N, F); levels: (B,). Returns ((B, N, F) next tokens, aux dict)."""
-        out, aux = self.denoiser(tokens, layout(spec), level_in, level_out)
-        return (tokens + out if self.cfg.model.predict == "delta" else out), aux
+        """One denoising step. tokens: (B, N, F); levels: (B,). Returns ((B, N, F) next tokens, aux dict).
+
+        A bridge model predicts the final weights (aux['final']) and returns the bridge's mean at level_out:
+        tokens + (level_in - level_out) / level_in * (final - tokens), the final weights themselves at level 0."""
+        bridge = self.cfg.model.process == "bridge"
+        out, aux = self.denoiser(tokens, layout(spec), level_in, 0 * level_out if bridge else level_out)
+        pred = tokens + out if self.cfg.model.predict == "delta" else out
+        if not bridge:
+            return pred, aux
+        frac = ((level_in - level_out) / level_in.clamp_min(1e-6))[:, None, None]
+        return tokens + frac * (pred - tokens), {**aux, "final": pred}
 
     def moe_penalty(self, aux: dict) -> torch.Tensor:
         """Weighted MoE auxiliary losses of one step (0 for a dense denoiser)."""
         return self.cfg.train.moe_aux * aux["moe_loss"] + self.cfg.train.moe_z * aux["moe_z"]
 
-    def chain(self, spec: Spec, tokens: torch.Tensor, k: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """K steps from level 1: (k (B, N, F) token states, summed MoE penalty), differentiable."""
+    def chain(self, spec: Spec, tokens: torch.Tensor, k: int,
+              noise: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """K steps from level 1: (k (B, N, F) token states, summed MoE penalty), differentiable.
+
+        A bridge model's states are its predictions of the final weights; between steps it adds the bridge's
+        Gaussian (std bridge_sigma * sqrt(l' (l - l') / l) from level l to l') to its mean, drawn as
+        noise (B, k - 1, N, F) of unit draws, or keeps to the mean when noise is None. A zoo model ignores noise."""
         levels, states, penalty = schedule(k), [], torch.zeros(())
         ones = torch.ones(tokens.shape[0])
+        mask = layout(spec).mask.to(tokens.device)
         for i in range(k):
-            tokens, aux = self.step(spec, tokens, ones * levels[i], ones * levels[i + 1])
-            states.append(tokens)
+            l_in, l_out = levels[i].item(), levels[i + 1].item()
+            tokens, aux = self.step(spec, tokens, ones * l_in, ones * l_out)
+            states.append(aux.get("final", tokens))
             penalty = penalty + self.moe_penalty(aux)
+            if "final" in aux and noise is not None and l_out > 0:
+                std = self.cfg.model.bridge_sigma * math.sqrt(l_out * (l_in - l_out) / l_in)
+                tokens = tokens + std * mask * noise[:, i]
         return states, penalty
 
     @torch.no_grad()
-    def run(self, spec: Spec, params: dict[str, torch.Tensor], k: int) -> list[dict[str, torch.Tensor]]:
-        """Synthesize from a batch of inits: key -> (N, *shape) in, k states key -> (N, *shape) out."""
+    def run(self, spec: Spec, params: dict[str, torch.Tensor], k: int,
+            sample_seed: int = 0) -> list[dict[str, torch.Tensor]]:
+        """Synthesize from a batch of inits: key -> (N, *shape) in, k states key -> (N, *shape) out. A bridge
+        model draws its path with sample_noise(sample_seed): the same init and seed give the same weights."""
         was_training = self.training
         self.eval()
-        states = [self.decode(spec, t) for t in self.chain(spec, self.encode(spec, params), k)[0]]
+        tokens = self.encode(spec, params)
+        noise = sample_noise(tokens, k - 1, sample_seed) if self.cfg.model.process == "bridge" else None
+        states = [self.decode(spec, t) for t in self.chain(spec, tokens, k, noise)[0]]
         self.train(was_training)
         return states
 
-    def outputs(self, spec: Spec, params: dict[str, torch.Tensor], k_max: int) -> list[dict[str, torch.Tensor]]:
+    def outputs(self, spec: Spec, params: dict[str, torch.Tensor], k_max: int,
+                sample_seed: int = 0) -> list[dict[str, torch.Tensor]]:
         """What a user gets with K = 1..k_max steps (each a full K-step synthesis): k_max states (N, *shape)."""
-        return [self.run(spec, params, k)[-1] for k in range(1, k_max + 1)]
+        return [self.run(spec, params, k, sample_seed)[-1] for k in range(1, k_max + 1)]
 
     @property
     def identity(self) -> dict:
@@ -163,9 +201,9 @@ def _targets(files: list[Path], out: Path | None, out_dir: Path | None) -> list[
 
 
 def synthesize_files(inputs: list[Path], run: Path, steps: int | None = None, out: Path | None = None,
-                     out_dir: Path | None = None, arch: str | None = None) -> list[dict]:
+                     out_dir: Path | None = None, arch: str | None = None, sample_seed: int = 0) -> list[dict]:
     """Synthesize every input file (grouped by arch, one batch each) with `steps` denoising steps (default: the
-    model's val-best K); returns per-file rows with timing.
+    model's val-best K) and, for a bridge model, the path drawn by sample_seed; returns per-file rows with timing.
 
     Every output is computed and checked (finite, not an input, not shared) before the first is written.
     """
@@ -185,13 +223,15 @@ def synthesize_files(inputs: list[Path], run: Path, steps: int | None = None, ou
         group = [(f, st, s) for f, st, s in loaded if str(s) == spec_text]
         spec = group[0][2]
         t0 = time.perf_counter()
-        final = synth.run(spec, stack_states([st for _, st, _ in group]), steps)[-1]
+        final = synth.run(spec, stack_states([st for _, st, _ in group]), steps, sample_seed)[-1]
         per_file = (time.perf_counter() - t0) / len(group)
         for i, (f, _, _) in enumerate(group):
             state = {k: v[i] for k, v in final.items()}
             check_finite(state, target_of[f])
             results.append((f, target_of[f], spec, state, per_file))
     for f, target, spec, state, _ in results:
-        save_weights(target, state, spec, model_run=str(run), steps=steps, source=f.name, synth=synth.identity)
+        save_weights(target, state, spec, model_run=str(run), steps=steps, source=f.name,
+                     sample_seed=sample_seed if synth.cfg.model.process == "bridge" else None,
+                     synth=synth.identity)
     return [{"input": str(f), "output": str(t), "arch": str(spec), "seconds": sec, "steps": steps}
             for f, t, spec, _, sec in results]

@@ -14,7 +14,7 @@ from torch import nn
 
 from synthnet.config import Config
 from synthnet.data import Dataset, load_dataset
-from synthnet.denoising import ZooTokens, chain_batch, load_zoo_tokens, pair_batch, train_batch
+from synthnet.denoising import ZooTokens, bridge_batch, chain_batch, load_zoo_tokens, pair_batch, train_batch
 from synthnet.distributed import mean_over_ranks, require_multiple
 from synthnet.patches import Rule
 from synthnet.runlog import Run
@@ -76,7 +76,8 @@ def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence
             group["lr"] = t.lr * lr_factor(step, t)
         zt = zoos[int(torch.randint(len(zoos), (1,), generator=g))]
         x, y = train_batch(data, g)
-        make = chain_batch if torch.rand(1, generator=g).item() < t.p_unroll else pair_batch
+        single = bridge_batch if cfg.model.process == "bridge" else pair_batch
+        make = chain_batch if torch.rand(1, generator=g).item() < t.p_unroll else single
         synth.train()
         loss, parts = run.replica(make, synth, zt, step, cfg, g, x, y)  # DDP: gradients averaged over ranks
         # ---- update ----

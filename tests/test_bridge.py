@@ -1,0 +1,66 @@
+"""The bridge sampler (model.process=bridge): each step moves to the Brownian bridge's mean given the predicted final
+weights, its noise is fixed by the sample seed and the init alone, and it trains and synthesizes files."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import TINY_ARCH, tiny_cfg
+from synthnet.synthesize import load_synthesizer, synthesize_files
+from synthnet.targets import init_state, parse_spec
+from synthnet.train import train
+from synthnet.weights import read_metadata, save_weights, stack_states
+
+SPEC = parse_spec(TINY_ARCH)
+
+
+@pytest.fixture(scope="module")
+def bridge_run(tiny_zoo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bridge")
+    train(tiny_cfg(tiny_zoo, "model.process=bridge", "model.bridge_sigma=0.5"), out)
+    return out
+
+
+def inits(*seeds):
+    return stack_states([init_state(SPEC, s) for s in seeds])
+
+
+def test_a_step_moves_to_the_bridge_mean_and_reaches_the_predicted_final_weights_at_level_zero(bridge_run):
+    synth = load_synthesizer(bridge_run)
+    tokens = synth.encode(SPEC, inits(1, 2, 3))
+    level_in = torch.full((3,), 0.75)
+    with torch.no_grad():
+        mid, aux = synth.step(SPEC, tokens, level_in, torch.full((3,), 0.5))
+        end, aux0 = synth.step(SPEC, tokens, level_in, torch.zeros(3))
+    assert torch.equal(aux["final"], aux0["final"])  # the prediction is of the final weights, whatever the target level
+    assert torch.equal(end, aux0["final"])
+    torch.testing.assert_close(mid, tokens + (0.25 / 0.75) * (aux["final"] - tokens))
+
+
+def test_the_sample_seed_fixes_the_weights_and_another_seed_draws_others(bridge_run):
+    synth = load_synthesizer(bridge_run)
+    batch = inits(1, 2, 3)
+    first, again, other = (synth.run(SPEC, batch, 3, seed)[-1] for seed in (0, 0, 1))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+    one_step = [synth.run(SPEC, batch, 1, seed)[-1] for seed in (0, 1)]  # a 1-step path draws nothing
+    assert all(torch.equal(one_step[0][k], one_step[1][k]) for k in first)
+    alone = synth.run(SPEC, inits(2), 3, 0)[-1]  # a network's draws do not depend on the rest of its batch
+    for k in first:
+        torch.testing.assert_close(alone[k][0], first[k][1], rtol=1e-5, atol=1e-6)
+    synth.cfg.model.bridge_sigma = 0.0  # the seeds' difference is the bridge's noise and nothing else
+    quiet = [synth.run(SPEC, batch, 3, seed)[-1] for seed in (0, 1)]
+    assert all(torch.equal(quiet[0][k], quiet[1][k]) for k in first)
+
+
+def test_synthesize_records_the_sample_seed_and_draws_by_it(bridge_run, tmp_path):
+    save_weights(tmp_path / "init.safetensors", init_state(SPEC, 7), SPEC, seed=7)
+    written = {}
+    for seed in (3, 4):
+        path = tmp_path / f"s{seed}.safetensors"
+        synthesize_files([tmp_path / "init.safetensors"], bridge_run, 3, out=path, sample_seed=seed)
+        assert read_metadata(path)["sample_seed"] == seed
+        written[seed] = load_file(path)
+        expected = load_synthesizer(bridge_run).run(SPEC, inits(7), 3, seed)[-1]
+        assert all(torch.equal(v, expected[k][0]) for k, v in written[seed].items())
+    assert not all(torch.equal(written[3][k], written[4][k]) for k in written[3])
