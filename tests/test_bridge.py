@@ -1,15 +1,19 @@
 """The bridge sampler (model.process=bridge): each step moves to the Brownian bridge's mean given the predicted final
-weights, its noise is fixed by the sample seed and the init alone, and it trains and synthesizes files."""
+weights, its noise is fixed by the sample seed and the init alone, it trains and synthesizes files, and it can learn
+from several minibatch orders per init."""
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_ARCH, tiny_cfg
+from synthnet.denoising import load_zoo_tokens
+from synthnet.errors import SynthNetError
 from synthnet.synthesize import load_synthesizer, synthesize_files
 from synthnet.targets import init_state, parse_spec
 from synthnet.train import train
 from synthnet.weights import read_metadata, save_weights, stack_states
+from synthnet.zoo import Recipe, build_zoo
 
 SPEC = parse_spec(TINY_ARCH)
 
@@ -64,3 +68,18 @@ def test_synthesize_records_the_sample_seed_and_draws_by_it(bridge_run, tmp_path
         expected = load_synthesizer(bridge_run).run(SPEC, inits(7), 3, seed)[-1]
         assert all(torch.equal(v, expected[k][0]) for k, v in written[seed].items())
     assert not all(torch.equal(written[3][k], written[4][k]) for k in written[3])
+
+
+def test_training_reads_every_minibatch_order_as_more_runs_of_the_same_inits(tmp_path):
+    """zoo.orders=R: R runs per init (the spread a sampler learns), the same held-out inits in every order."""
+    zoo = tmp_path / "zoo"
+    build_zoo(zoo, [TINY_ARCH], "digits", list(range(5)), Recipe(epochs=1), orders=2)
+    cfg = tiny_cfg(zoo, "train.val_runs=2")
+    (one,), norm = load_zoo_tokens(cfg)
+    (two,), _ = load_zoo_tokens(tiny_cfg(zoo, "train.val_runs=2", "zoo.orders=2"), norm)
+    assert two.tokens.shape == (6, *one.tokens.shape[1:]) and torch.equal(two.tokens[:3], one.tokens)
+    assert torch.equal(two.tokens[3:, 0], one.tokens[:, 0])  # order 1 starts from the same inits ...
+    assert not torch.equal(two.tokens[3:, -1], one.tokens[:, -1])  # ... and ends elsewhere
+    assert all(torch.equal(two.val_init[k], one.val_init[k]) for k in one.val_init)
+    with pytest.raises(SynthNetError, match="minibatch order 2.*--orders"):
+        load_zoo_tokens(tiny_cfg(zoo, "train.val_runs=2", "zoo.orders=3"))

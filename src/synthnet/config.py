@@ -49,7 +49,7 @@ class ZooConfig:
     batch: int = opt(32, 1, 10**6)  # teacher recipe: minibatch size (the last partial batch is kept)
     optimizer: str = opt("adam", choices=("adam", "sgd"))  # teacher recipe: Adam | SGD with momentum 0.9
     label_smoothing: float = opt(0.0, 0.0, 0.99)  # teacher recipe: label smoothing of the cross-entropy
-    orders: int = opt(1, 1, 64)  # minibatch orders per init (order 0: the recipe's own); the spread an init allows
+    orders: int = opt(1, 1, 64)  # minibatch orders per init, built by `zoo` and all read by `train` (0: the recipe's)
     workers: int = opt(os.cpu_count() or 1, 1, 1024)  # zoo processes at once, one thread each (default: one per core)
 
 

@@ -26,7 +26,7 @@ from synthnet.scoring import logits
 from synthnet.synthesize import Synthesizer, epoch_level, level_epoch, schedule
 from synthnet.targets import Spec
 from synthnet.tokens import Normalizer, layout, to_tokens
-from synthnet.zoo import load_zoo
+from synthnet.zoo import ZooTensors, load_zoo
 
 
 @dataclass
@@ -46,26 +46,34 @@ class ZooTokens:
 
 
 def load_zoo_tokens(cfg: Config, normalizer: Normalizer | None = None) -> tuple[list[ZooTokens], Normalizer]:
-    """Read every arch of the run's zoo, hold out its last seeds, fit the normaliser on training finals
+    """Read every arch of the run's zoo in minibatch orders 0 .. zoo.orders - 1 (each order's runs are more runs
+    of the same inits), hold out its last seeds in every order, fit the normaliser on order 0's training finals
     (unless one is given)."""
     archs = [a for a in cfg.data.arch.split(",") if a]
-    zoos = [load_zoo(Path(cfg.zoo.path), a) for a in archs]
-    v = cfg.train.val_runs
-    for z in zoos:
+    v, out = cfg.train.val_runs, []
+    for arch in archs:
+        orders = [load_zoo(Path(cfg.zoo.path), arch, order) for order in range(cfg.zoo.orders)]
+        z = orders[0]
         if len(z.seeds) <= v:
             raise SynthNetError(f"zoo {cfg.zoo.path} has {len(z.seeds)} runs of {z.spec}; need more than "
                                 f"train.val_runs={v}")
-    if normalizer is None:
-        normalizer = Normalizer.fit(zoos[0].spec, {k: t[:-v, -1] for k, t in zoos[0].params.items()})
-    out = []
-    for z in zoos:
-        runs, n_ep = len(z.seeds) - v, next(iter(z.params.values())).shape[1]
-        flat = {k: t[:runs].flatten(0, 1) for k, t in z.params.items()}
-        tok = normalizer.normalize(z.spec, to_tokens(z.spec, flat))
-        tok = tok.view(runs, n_ep, *tok.shape[1:])
+        if any(o.seeds != z.seeds for o in orders):
+            raise SynthNetError(f"zoo {cfg.zoo.path}: its minibatch orders of {z.spec} hold different seeds; finish "
+                                f"them with `synthnet zoo --orders {cfg.zoo.orders}`")
+        runs = len(z.seeds) - v
+        if normalizer is None:
+            normalizer = Normalizer.fit(z.spec, {k: t[:runs, -1] for k, t in z.params.items()})
+        tok = torch.cat([_tokens(o, runs, normalizer) for o in orders])
         out.append(ZooTokens(z.spec, tok, tok[:, 0].std(0), {k: t[runs:, 0] for k, t in z.params.items()},
                              z.val_acc[runs:, -1].mean().item(), z.seeds))
     return out, normalizer
+
+
+def _tokens(z: ZooTensors, runs: int, normalizer: Normalizer) -> torch.Tensor:
+    """The first `runs` runs of a ZooTensors as normalised tokens (runs, E + 1, N, F)."""
+    n_ep = next(iter(z.params.values())).shape[1]
+    tok = normalizer.normalize(z.spec, to_tokens(z.spec, {k: t[:runs].flatten(0, 1) for k, t in z.params.items()}))
+    return tok.view(runs, n_ep, *tok.shape[1:])
 
 
 def sample_pairs(zt: ZooTokens, batch: int, frac: float, cfg, g: torch.Generator):

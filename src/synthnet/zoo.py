@@ -316,12 +316,12 @@ class ZooTensors:
     recipe: Recipe  # what every run was trained with (the teacher recipe `synthnet eval` reproduces)
 
 
-def load_zoo(zoo: Path, arch: str | None = None) -> ZooTensors:
-    """Every finished order-0 run (the recipe's own minibatch order) of `arch` (default: the zoo's only arch) as
+def load_zoo(zoo: Path, arch: str | None = None, order: int = 0) -> ZooTensors:
+    """Every finished run of minibatch `order` (0: the recipe's own) of `arch` (default: the zoo's only arch) as
     stacked tensors.
 
-    The first load packs them into `pack-<arch>.safetensors` beside the manifest (rebuilt when the manifest
-    changes), so later loads read one file instead of one per checkpoint.
+    The first load packs them into `pack-<arch>[-order<R>].safetensors` beside the manifest (rebuilt when the
+    manifest changes), so later loads read one file instead of one per checkpoint.
     """
     rows = read_manifest(zoo)
     archs = sorted({r["arch"] for r in rows})
@@ -329,10 +329,11 @@ def load_zoo(zoo: Path, arch: str | None = None) -> ZooTensors:
         raise SynthNetError(f"{zoo}: holds archs {archs}; choose one")
     spec = parse_spec(arch or archs[0])
     recipe = zoo_recipe(zoo, rows)
-    rows = [r for r in rows if r["arch"] == str(spec) and r["order"] == 0]
+    rows = [r for r in rows if r["arch"] == str(spec) and r["order"] == order]
     if not rows:
-        raise SynthNetError(f"{zoo}: no runs of arch {spec}; it holds {archs}")
-    pack = Path(zoo) / f"pack-{str(spec).replace(':', '_')}.safetensors"
+        raise SynthNetError(f"{zoo}: no runs of arch {spec}{f' in minibatch order {order}' if order else ''}; it "
+                            f"holds {archs}{' (build more orders with `synthnet zoo --orders R`)' if order else ''}")
+    pack = Path(zoo) / f"pack-{str(spec).replace(':', '_')}{f'-order{order}' if order else ''}.safetensors"
     stamp = str(len(rows))
     if pack.is_file() and read_metadata(pack).get("rows") == stamp:
         tensors = load_file(pack)
