@@ -19,7 +19,7 @@ from synthnet.seeds import PROBE
 from synthnet.synthesize import load_synthesizer
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states
-from synthnet.zoo import Recipe, load_zoo, parse_seeds, train_many
+from synthnet.zoo import Recipe, load_zoo_orders, parse_seeds, train_many
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     spec, seeds = parse_spec(synth.cfg.data.arch), parse_seeds(args.seeds)
     data = load_dataset(synth.cfg.data.dataset)
     teachers = train_many(spec, seeds, data, Recipe(synth.cfg.zoo.epochs))
-    zoo = load_zoo(Path(synth.cfg.zoo.path), str(spec))
+    zoo = load_zoo_orders(Path(synth.cfg.zoo.path), str(spec), synth.cfg.zoo.orders)
     ckpts = {k: v.flatten(0, 1) for k, v in zoo.params.items()}  # every epoch of every run
     x, y = data.split("val")
     inits = stack_states([init_state(spec, s) for s in seeds])

@@ -13,7 +13,7 @@ from synthnet.synthesize import load_synthesizer, synthesize_files
 from synthnet.targets import init_state, parse_spec
 from synthnet.train import train
 from synthnet.weights import read_metadata, save_weights, stack_states
-from synthnet.zoo import Recipe, build_zoo
+from synthnet.zoo import Recipe, build_zoo, load_zoo_orders
 
 SPEC = parse_spec(TINY_ARCH)
 
@@ -81,5 +81,7 @@ def test_training_reads_every_minibatch_order_as_more_runs_of_the_same_inits(tmp
     assert torch.equal(two.tokens[3:, 0], one.tokens[:, 0])  # order 1 starts from the same inits ...
     assert not torch.equal(two.tokens[3:, -1], one.tokens[:, -1])  # ... and ends elsewhere
     assert all(torch.equal(two.val_init[k], one.val_init[k]) for k in one.val_init)
+    both = load_zoo_orders(zoo, TINY_ARCH, 2)  # what novelty searches for such a model: every order's checkpoints
+    assert both.seeds == [*range(5), *range(5)] and both.params["0.weight"].shape[0] == 10
     with pytest.raises(SynthNetError, match="minibatch order 2.*--orders"):
         load_zoo_tokens(tiny_cfg(zoo, "train.val_runs=2", "zoo.orders=3"))

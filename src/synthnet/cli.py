@@ -288,7 +288,7 @@ def evaluate(
     synth = load_synthesizer(model)
     cfg = synth.cfg
     evaluate_model(synth, zoo or Path(cfg.zoo.path), dataset or cfg.data.dataset, arch or cfg.data.arch.split(",")[0],
-                   parse_seeds(seeds), k_max, out, load_synthesizer(flat) if flat else None)
+                   parse_seeds(seeds), k_max, out, load_synthesizer(flat) if flat else None, cfg.zoo.orders)
     print_headline(out)
 
 

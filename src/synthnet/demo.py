@@ -47,5 +47,5 @@ def run_demo(cfg: Config, root: Path) -> Path:
     done = ev / "results.json"
     if not (done.is_file() and json.loads(done.read_text())["model"]["run"] == str(model)):
         evaluate_model(load_synthesizer(model), Path(cfg.zoo.path), cfg.data.dataset, arch,
-                       parse_seeds(cfg.eval.seeds), cfg.eval.k_max, ev)
+                       parse_seeds(cfg.eval.seeds), cfg.eval.k_max, ev, orders=cfg.zoo.orders)
     return ev

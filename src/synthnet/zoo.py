@@ -351,3 +351,14 @@ def load_zoo(zoo: Path, arch: str | None = None, order: int = 0) -> ZooTensors:
     save_weights(pack, {**out.params, "seeds": torch.tensor(seeds, dtype=torch.float32), "val_acc": out.val_acc},
                  spec, rows=stamp)
     return out
+
+
+def load_zoo_orders(zoo: Path, arch: str | None = None, orders: int = 1) -> ZooTensors:
+    """Minibatch orders 0 .. orders - 1 of `arch` as one ZooTensors whose runs are every order's runs in turn (seeds
+    repeat): every checkpoint a model trained on them has seen (its novelty is measured against them all)."""
+    parts = [load_zoo(zoo, arch, order) for order in range(orders)]
+    if orders == 1:
+        return parts[0]
+    params = {k: torch.cat([p.params[k] for p in parts]) for k in parts[0].params}
+    return ZooTensors(parts[0].spec, [s for p in parts for s in p.seeds], params,
+                      torch.cat([p.val_acc for p in parts]), parts[0].recipe)

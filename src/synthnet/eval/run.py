@@ -68,7 +68,7 @@ from synthnet.progress import progress
 from synthnet.seeds import Record, clashes
 from synthnet.targets import Spec, init_state, parse_spec
 from synthnet.weights import atomic_write_text, save_weights, stack_states
-from synthnet.zoo import MANIFEST, Recipe, ZooTensors, load_zoo, train_many
+from synthnet.zoo import MANIFEST, Recipe, ZooTensors, load_zoo_orders, train_many
 
 SCHEMA = 2
 RATIO_THRESHOLD = 0.85  # derived from its init: mean d_teacher / d_ckpt at most this
@@ -325,14 +325,15 @@ def _check(seeds: list[int], zoo: ZooTensors, k_max: int, used: list[Record]) ->
 
 
 def evaluate_model(synth, zoo_path: Path, dataset: str, spec: Spec | str, seeds: list[int], k_max: int,
-                   out_dir: Path, flat_synth=None) -> dict:
+                   out_dir: Path, flat_synth=None, orders: int = 1) -> dict:
     """Run the six sections for every seed; write results.json, the report and the heatmap weights to out_dir.
+    orders: the zoo's minibatch orders the model trained on (baselines and novelty use every one of them).
 
     synth / flat_synth: objects with run(spec, params (N, *shape), k) -> k states, an `identity` dict and a `seeds`
     record (seeds.py).
     """
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    zoo = load_zoo(Path(zoo_path), str(spec))
+    zoo = load_zoo_orders(Path(zoo_path), str(spec), orders)
     _check(seeds, zoo, k_max, [m.seeds for m in (synth, flat_synth) if m is not None])
     data = load_dataset(dataset)
     data.check_arch(spec)
