@@ -181,12 +181,15 @@ def test_eval_cli_refuses_zoo_seeds_with_one_line(tiny_zoo, tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_eval_cli_takes_seeds_no_model_used(tiny_zoo, tiny_run, tmp_path):
-    """Seeds far above every range of the model's record (and GRPO's old blanket range) are accepted."""
+    """Seeds far above every range of the model's record (and GRPO's old blanket range) are accepted; K runs up to
+    the model's own eval.k_max."""
     r = subprocess.run([sys.executable, "-m", "synthnet", "eval", "--model", str(tiny_run), "--zoo", str(tiny_zoo),
-                        "--arch", TINY_ARCH, "--seeds", "600000:600003", "--k-max", "1", "--out", str(tmp_path / "e")],
+                        "--arch", TINY_ARCH, "--seeds", "600000:600003", "--out", str(tmp_path / "e")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((tmp_path / "e" / "results.json").read_text())["seeds"] == [600000, 600001, 600002]
+    res = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert res["seeds"] == [600000, 600001, 600002]
+    assert res["k_max"] == load_synthesizer(tiny_run).cfg.eval.k_max
 
 
 @pytest.mark.parametrize("synth, beats, word", [(0.981, 0.70, "beats"), (0.981, 0.50, "does not beat"),

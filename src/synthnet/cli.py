@@ -276,8 +276,8 @@ def evaluate(
     dataset: Optional[str] = typer.Option(None, help="digits|mnist1d|idx:<dir> (default: the model's dataset)"),
     arch: Optional[str] = typer.Option(None, help="target spec (default: the model's first zoo arch)"),
     zoo: Optional[Path] = typer.Option(None, help="zoo for baselines and novelty (default: the model's zoo)"),
-    k_max: int = typer.Option(DEFAULTS.eval.k_max, help="evaluate SynthNet with K = 1..k_max steps (the reported K "
-                              "is the one with the best val accuracy)"),
+    k_max: Optional[int] = typer.Option(None, help="evaluate SynthNet with K = 1..k_max steps (the reported K is the "
+                                        "one with the best val accuracy; default: the model's eval.k_max)"),
     flat: Optional[Path] = typer.Option(None, help="run directory of a flat-mlp model to compare with"),
 ):
     """SynthNet vs its teacher, zoo baselines, novelty, robustness and speed on unseen seeds, with an HTML report."""
@@ -288,7 +288,8 @@ def evaluate(
     synth = load_synthesizer(model)
     cfg = synth.cfg
     evaluate_model(synth, zoo or Path(cfg.zoo.path), dataset or cfg.data.dataset, arch or cfg.data.arch.split(",")[0],
-                   parse_seeds(seeds), k_max, out, load_synthesizer(flat) if flat else None, cfg.zoo.orders)
+                   parse_seeds(seeds), k_max or cfg.eval.k_max, out, load_synthesizer(flat) if flat else None,
+                   cfg.zoo.orders)
     print_headline(out)
 
 
