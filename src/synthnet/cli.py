@@ -265,7 +265,7 @@ def demo(
     print_headline(ev)
     if preset in ("demo", "tiny") and not beats_teacher(headline(res)):  # small models of the headline's target
         console.print("this preset's model is small so that it runs in minutes; the strongest one, `synthnet demo "
-                      "--preset headline --out DIR` (about 20 minutes), is the README's headline row")
+                      "--preset headline --out DIR` (about 11 minutes), is the README's headline row")
 
 
 @command(name="eval")
