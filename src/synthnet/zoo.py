@@ -25,6 +25,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable
@@ -257,17 +258,16 @@ def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recip
                  for i in range(0, len(todo), per)]
     total = sum(len(j[3]) for j in jobs)
     t0 = time.perf_counter()
-    executor = None
-    if pool is None and workers > 1 and len(jobs) > 1:
-        executor = ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),))
-    with progress() as bar:
+    # the worker pool is shut down when the build ends or fails, not at interpreter exit, whose teardown of an
+    # unreferenced pool can write to an already closed pipe
+    own_pool = pool is None and workers > 1 and len(jobs) > 1
+    with (ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) if own_pool
+          else nullcontext()) as executor, progress() as bar:
         task = bar.add_task("zoo runs", total=total)
-        for job, rows in zip(jobs, (executor.map if executor else pool or map)(_train_chunk, jobs)):
+        for job, rows in zip(jobs, (executor.map if own_pool else pool or map)(_train_chunk, jobs)):
             with open(out / MANIFEST, "a") as f:  # rows of a finished chunk only: a crash loses no finished run
                 f.write("".join(json.dumps(r) + "\n" for r in rows))
             bar.advance(task, len(job[3]))
-    if executor:
-        executor.shutdown()  # here, not at interpreter exit, whose teardown can write to an already closed pipe
     return {"trained": total, "skipped": len(archs) * len(seeds) * orders - total,
             "seconds": time.perf_counter() - t0}
 
