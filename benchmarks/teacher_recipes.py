@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-import torch
-
 from synthnet.data import load_dataset
+from synthnet.eval.novelty import flat
 from synthnet.scoring import evaluate
 from synthnet.seeds import PROBE
 from synthnet.targets import init_state, parse_spec
@@ -24,11 +23,6 @@ from synthnet.weights import stack_states
 from synthnet.zoo import Recipe, parse_seeds, train_many
 
 GRID = [("adam", lr) for lr in (3e-3, 1e-3, 3e-4)] + [("sgd", lr) for lr in (0.05, 0.02, 0.01)]
-
-
-def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(N,) L2 distance over every weight between two batches of networks key -> (N, *shape)."""
-    return sum(((a[k] - b[k]) ** 2).flatten(1).sum(1) for k in a).sqrt()
 
 
 def main() -> None:
@@ -47,10 +41,10 @@ def main() -> None:
         recipe = replace(Recipe(), optimizer=optimizer, lr=lr, epochs=epochs)
         first = train_many(spec, seeds, data, recipe, init=inits)
         second = train_many(spec, seeds, data, recipe, init=inits, orders=[1] * len(seeds))
-        moved = distance(first, inits)
+        moved = (flat(spec, first) - flat(spec, inits)).norm(dim=1)
         acc = evaluate(spec, first, x, y).acc.mean()
         print(f"| {optimizer} | {lr:g} | {epochs} | {acc:.4f} | {moved.mean():.2f} | "
-              f"{(distance(first, second) / moved).mean():.2f} |", flush=True)
+              f"{((flat(spec, first) - flat(spec, second)).norm(dim=1) / moved).mean():.2f} |", flush=True)
 
 
 if __name__ == "__main__":
