@@ -33,6 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     spec, data, seeds = parse_spec(args.arch), load_dataset(args.dataset), parse_seeds(args.seeds)
     inits = stack_states([init_state(spec, s) for s in seeds])
+    start = flat(spec, inits)
     x, y = data.split("val")
     print(f"{len(seeds)} probe inits of {spec} on {args.dataset}, val split")
     print("| optimizer | lr | epochs | val acc | |W - W_0| | order 1 vs order 0, relative |")
@@ -41,10 +42,11 @@ def main() -> None:
         recipe = replace(Recipe(), optimizer=optimizer, lr=lr, epochs=epochs)
         first = train_many(spec, seeds, data, recipe, init=inits)
         second = train_many(spec, seeds, data, recipe, init=inits, orders=[1] * len(seeds))
-        moved = (flat(spec, first) - flat(spec, inits)).norm(dim=1)
+        end = flat(spec, first)
+        moved = (end - start).norm(dim=1)
         acc = evaluate(spec, first, x, y).acc.mean()
         print(f"| {optimizer} | {lr:g} | {epochs} | {acc:.4f} | {moved.mean():.2f} | "
-              f"{((flat(spec, first) - flat(spec, second)).norm(dim=1) / moved).mean():.2f} |", flush=True)
+              f"{((end - flat(spec, second)).norm(dim=1) / moved).mean():.2f} |", flush=True)
 
 
 if __name__ == "__main__":
