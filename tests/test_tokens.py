@@ -173,6 +173,26 @@ def test_normalizer_applies_to_an_unseen_width():
         assert z[:, sel].pow(2).mean().sqrt().item() == pytest.approx(1.0, abs=0.08)
 
 
+def test_normalizer_fits_the_roles_of_every_arch():
+    """Fitted on one- and two-hidden-layer nets together, it serves both depths at unit RMS per group (their roles
+    differ: mlp/single against mlp/first and mlp/last; mlp/out_bias pools both), and still refuses the middle role of
+    a depth it never saw."""
+    archs = ("mlp:64-32-10", "mlp:64-64-32-10")
+    norm = Normalizer.fit_archs([(parse_spec(a), inits(a, range(16))) for a in archs])
+    for arch in archs:
+        spec = parse_spec(arch)
+        z, lay = norm.normalize(spec, to_tokens(spec, inits(arch, range(16)))), layout(spec)
+        for role in lay.roles.unique().tolist()[:-1]:  # hidden roles; the pooled out_bias role is checked below
+            sel = (lay.roles[:, None] == role) & (lay.kind == 0)
+            assert z[:, sel].pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=1e-4)
+    pooled = norm.scale[ROLE_NAMES.index("mlp/out_bias")]
+    one = Normalizer.fit(parse_spec(archs[0]), inits(archs[0], range(16))).scale[ROLE_NAMES.index("mlp/out_bias")]
+    assert torch.isfinite(pooled[1]) and pooled[1] != one[1]
+    deeper = parse_spec("mlp:64-32-32-32-10")
+    with pytest.raises(SynthNetError, match="mlp/middle"):
+        norm.normalize(deeper, to_tokens(deeper, inits("mlp:64-32-32-32-10", range(2))))
+
+
 def test_normalizer_refuses_roles_it_never_saw():
     norm = Normalizer.fit(parse_spec("mlp:64-32-10"), inits("mlp:64-32-10", range(2)))
     cnn = parse_spec("cnn:1x40-16-10")

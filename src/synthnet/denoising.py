@@ -48,9 +48,9 @@ class ZooTokens:
 def load_zoo_tokens(cfg: Config, normalizer: Normalizer | None = None) -> tuple[list[ZooTokens], Normalizer]:
     """Read every arch of the run's zoo in minibatch orders 0 .. zoo.orders - 1 (each order's runs are more runs
     of the same inits), hold out its last seeds in every order, fit the normaliser on order 0's training finals
-    (unless one is given)."""
+    of every arch (unless one is given)."""
     archs = [a for a in cfg.data.arch.split(",") if a]
-    v, out = cfg.train.val_runs, []
+    v, loaded = cfg.train.val_runs, []
     for arch in archs:
         orders = [load_zoo(Path(cfg.zoo.path), arch, order) for order in range(cfg.zoo.orders)]
         z = orders[0]
@@ -60,9 +60,13 @@ def load_zoo_tokens(cfg: Config, normalizer: Normalizer | None = None) -> tuple[
         if any(o.seeds != z.seeds for o in orders):
             raise SynthNetError(f"zoo {cfg.zoo.path}: its minibatch orders of {z.spec} hold different seeds; finish "
                                 f"them with `synthnet zoo --orders {cfg.zoo.orders}`")
-        runs = len(z.seeds) - v
-        if normalizer is None:
-            normalizer = Normalizer.fit(z.spec, {k: t[:runs, -1] for k, t in z.params.items()})
+        loaded.append(orders)
+    if normalizer is None:
+        finals = [(z.spec, {k: t[:len(z.seeds) - v, -1] for k, t in z.params.items()}) for z, *_ in loaded]
+        normalizer = Normalizer.fit_archs(finals)
+    out = []
+    for orders in loaded:
+        z, runs = orders[0], len(orders[0].seeds) - v
         tok = torch.cat([_tokens(o, runs, normalizer) for o in orders])
         out.append(ZooTokens(z.spec, tok, tok[:, 0].std(0), {k: t[runs:, 0] for k, t in z.params.items()},
                              z.val_acc[runs:, -1].mean().item(), z.seeds))

@@ -178,15 +178,26 @@ class Normalizer:
     @classmethod
     def fit(cls, spec: Spec, params: dict[str, torch.Tensor]) -> Normalizer:
         """Fit on a batch of trained weights (key -> (B, *shape)), e.g. zoo finals."""
-        lay = layout(spec)
-        x = to_tokens(spec, params).detach().double() * lay.gain
-        group, n_groups = _groups(lay)[lay.mask], N_ROLES * len(SLOT_KINDS)
-        sums = torch.zeros(n_groups, dtype=torch.double).index_add_(0, group, x.pow(2).mean(0)[lay.mask])
-        counts = torch.bincount(group, minlength=n_groups)
+        return cls.fit_archs([(spec, params)])
+
+    @classmethod
+    def fit_archs(cls, nets: list[tuple[Spec, dict[str, torch.Tensor]]]) -> Normalizer:
+        """Fit on trained weights of one or more archs, [(spec, key -> (B, *shape))], e.g. each zoo arch's finals:
+        a (role, slot kind) group several archs have pools their slots, one only some archs have is fitted on those
+        (a zoo of one- and two-hidden-layer nets fits the roles of both)."""
+        n_groups = N_ROLES * len(SLOT_KINDS)
+        sums, counts = torch.zeros(n_groups, dtype=torch.double), torch.zeros(n_groups, dtype=torch.long)
+        for spec, params in nets:
+            lay = layout(spec)
+            x = to_tokens(spec, params).detach().double() * lay.gain
+            group = _groups(lay)[lay.mask]
+            sums.index_add_(0, group, x.pow(2).mean(0)[lay.mask])
+            counts += torch.bincount(group, minlength=n_groups)
         scale = torch.where(counts > 0, (sums / counts.clamp(min=1)).sqrt(), math.nan).float()
         if (scale == 0).any():
             dead = ", ".join(_group_name(g) for g in torch.nonzero(scale == 0).flatten().tolist())
-            raise SynthNetError(f"cannot fit a normaliser for {spec}: all values are zero in {dead}")
+            archs = ", ".join(str(spec) for spec, _ in nets)
+            raise SynthNetError(f"cannot fit a normaliser for {archs}: all values are zero in {dead}")
         return cls(scale.view(N_ROLES, len(SLOT_KINDS)))
 
     def _factors(self, spec: Spec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
