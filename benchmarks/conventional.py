@@ -6,7 +6,7 @@ per recipe: mean test accuracy, the fraction of seeds above their own teacher, a
 ../shared/SYNTHNET.md (aligned distance to the teacher / to the nearest zoo checkpoint of any epoch) with the copy
 check (distance to the nearest checkpoint, against the teachers'). The best row is the stretch bar of `synthnet eval`
 on the same seeds; nothing is chosen from this table. Run:
-  .venv/bin/python benchmarks/conventional.py [--zoo zoos/digits-mlp-2k] [--seeds 100000:100064]
+  .venv/bin/python benchmarks/conventional.py [--zoo zoos/digits-mlp-2k] [--arch A] [--seeds 100000:100064]
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ def recipes(teacher):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", type=Path, default=Path("zoos/digits-mlp-2k"), help="zoo: its recipe and checkpoints")
+    ap.add_argument("--arch", default=None, help="the zoo's arch to measure, when it holds several")
     ap.add_argument("--dataset", default="digits", help="digits | mnist1d | idx:<dir>")
     ap.add_argument("--seeds", default=EVAL_SEEDS, help="init seeds (A:B or a list), e.g. `synthnet eval`'s")
     args = ap.parse_args()
-    zoo, seeds, data = load_zoo(args.zoo), parse_seeds(args.seeds), load_dataset(args.dataset)
+    zoo, seeds, data = load_zoo(args.zoo, args.arch), parse_seeds(args.seeds), load_dataset(args.dataset)
     spec = zoo.spec
     inits = stack_states([init_state(spec, s) for s in seeds])
     ckpts = {k: v.flatten(0, 1) for k, v in zoo.params.items()}
