@@ -83,6 +83,29 @@ def test_label_loss_is_the_train_cross_entropy_of_final_states_only(tiny_run):
     assert torch.equal(none_final, base) and parts["label_ce"] == 0
 
 
+def test_slot_weight_scales_the_token_mse_of_bias_and_outgoing_slots_only(tiny_run):
+    """An error in a bias or outgoing-weight slot costs slot_weight x what it costs in an incoming slot; decoded
+    back to the net, those are the first Linear's bias and the output Linear's weight."""
+    synth = load_synthesizer(tiny_run)
+    spec = parse_spec(TINY_ARCH)
+    nets = {k: v[None] for k, v in init_state(spec, 0).items()}
+    cfg = synth.cfg.train
+    cfg.func_weight = cfg.label_weight = 0.0
+    x, y, final = torch.zeros(1, spec.n_features), torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.bool)
+    costs = {}
+    for name in nets:
+        moved = {k: v + 0.1 * (k == name) for k, v in nets.items()}
+        pred, tgt = synth.encode(spec, moved), synth.encode(spec, nets)
+        costs[name] = []
+        for weight in (1.0, 10.0):
+            cfg.slot_weight = weight
+            costs[name].append(denoise_loss(synth, spec, pred, tgt, x, y, final, cfg)[0].item())
+    ratios = {name: hi / lo for name, (lo, hi) in costs.items()}
+    first_weight, first_bias, out_weight, out_bias = (f"{i}.{p}" for i in (0, 2) for p in ("weight", "bias"))
+    assert ratios[first_weight] == pytest.approx(1.0)
+    assert [ratios[first_bias], ratios[out_weight], ratios[out_bias]] == pytest.approx([10.0] * 3)
+
+
 def test_resume_matches_an_uninterrupted_run(tiny_zoo, tmp_path):
     cfg = tiny_cfg(tiny_zoo, "train.steps=12", "train.val_every=4")
     straight, split = tmp_path / "straight", tmp_path / "split"

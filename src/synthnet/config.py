@@ -81,6 +81,7 @@ class TrainConfig:
     p_final: float = opt(0.5, 0.0, 1.0)  # probability a pair's target is the run's final checkpoint
     k_max: int = opt(4, 1, 16)  # longest synthesis chain trained (unrolled) and validated
     p_unroll: float = opt(0.5, 0.0, 1.0, live=True)  # probability a batch trains a K-step chain on its own outputs
+    slot_weight: float = opt(1.0, 0.0, 100.0)  # token-MSE weight of bias and outgoing-weight slots (incoming: 1)
     func_weight: float = opt(1.0, 0.0, 100.0, live=True)  # functional loss: KL of outputs to the target net's
     label_weight: float = opt(0.0, 0.0, 100.0, live=True)  # train-label cross-entropy of synthesized final states
     label_smoothing: float = opt(0.0, 0.0, 1.0, live=True)  # label smoothing of that cross-entropy

@@ -25,7 +25,7 @@ from synthnet.errors import SynthNetError
 from synthnet.scoring import logits
 from synthnet.synthesize import Synthesizer, epoch_level, level_epoch, schedule
 from synthnet.targets import Spec
-from synthnet.tokens import Normalizer, layout, to_tokens
+from synthnet.tokens import BIAS, OUT, Normalizer, layout, to_tokens
 from synthnet.zoo import ZooTensors, load_zoo
 
 
@@ -110,12 +110,19 @@ def perturb(tokens: torch.Tensor, init_std: torch.Tensor, step: int, cfg, g: tor
     return tokens + ramp * sigma * init_std * noise
 
 
+def slot_weights(spec: Spec, weight: float) -> torch.Tensor:
+    """(N, F) token-MSE weight per slot: `weight` on bias and outgoing-weight slots, 1 on incoming ones.
+    A wide first layer gives its few outgoing weights a sliver of the slots (mlp:784-64-10: 11 of 795)."""
+    kind = layout(spec).kind
+    return torch.where((kind == BIAS) | (kind == OUT), weight, 1.0)
+
+
 def denoise_loss(synth: Synthesizer, spec: Spec, pred: torch.Tensor, tgt: torch.Tensor, x: torch.Tensor,
                  y: torch.Tensor, final: torch.Tensor, t: TrainConfig) -> tuple[torch.Tensor, dict]:
-    """MSE in token space + func_weight * KL(target net || synthesized net) on train inputs x (S, features)
+    """MSE in token space (bias and outgoing slots weighted by slot_weight) + func_weight * KL(target net || synthesized net) on train inputs x (S, features)
     + label_weight * cross-entropy (label_smoothing) on their labels y (S,) of the rows of pred that are final
     states (final (B,)), averaged over all B rows."""
-    mse = (pred - tgt).pow(2).mean()
+    mse = ((pred - tgt).pow(2) * slot_weights(spec, t.slot_weight)).mean()
     loss, parts = mse, {"mse": mse.item()}
     if t.func_weight > 0 or t.label_weight > 0:
         lp = logits(spec, synth.decode(spec, pred), x).log_softmax(-1)  # (B, S, C)
