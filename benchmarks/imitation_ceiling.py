@@ -3,7 +3,7 @@
 A teacher is a function of its init AND of its minibatch order (both from its seed); a denoiser sees only the init.
 So the best it can do in squared error is the mean over minibatch orders of the runs from that init. This script
 trains R more runs from each init with other shuffle seeds (teacher recipe) and scores, on the val and train splits,
-one such run and the mean of 2, 4, ..., R of them: accuracy, aligned distance to the real teacher and its ratio to
+one such run and the mean of 2, 4, ..., R of them (every run at the zoo's recipe): accuracy, aligned distance to the real teacher and its ratio to
 the nearest zoo checkpoint (the novelty figure). With --model, the model's K = 1..4 outputs are scored beside them.
 Seeds default to 300000+ (never `synthnet eval`'s); the test split is not touched. Run:
   .venv/bin/python benchmarks/imitation_ceiling.py [--model RUN] [--zoo zoos/digits-mlp-2k] [--runs 8]
@@ -21,7 +21,7 @@ from synthnet.seeds import PROBE
 from synthnet.synthesize import load_synthesizer
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states
-from synthnet.zoo import Recipe, load_zoo, parse_seeds, train_many
+from synthnet.zoo import load_zoo, parse_seeds, train_many
 
 SHUFFLE_SEED_BASE = 10**7  # generator seeds of the other minibatch orders, away from the inits' own seeds
 
@@ -34,16 +34,16 @@ def main() -> None:
     ap.add_argument("--dataset", default="digits", help="digits | mnist1d | idx:<dir>")
     ap.add_argument("--seeds", default=f"{PROBE[0]}:{PROBE[0] + 64}", help="unseen init seeds, A:B or list")
     ap.add_argument("--runs", type=int, default=8, help="runs per init with other minibatch orders")
-    ap.add_argument("--epochs", type=int, default=30, help="teacher recipe epochs")
     args = ap.parse_args()
     spec, seeds, data = parse_spec(args.arch), parse_seeds(args.seeds), load_dataset(args.dataset)
     inits = stack_states([init_state(spec, s) for s in seeds])
-    teachers = train_many(spec, seeds, data, Recipe(args.epochs))
+    zoo = load_zoo(args.zoo, str(spec))
+    teachers = train_many(spec, seeds, data, zoo.recipe)  # the zoo's own recipe
     repeated = {k: v.repeat_interleave(args.runs, 0) for k, v in inits.items()}
     shuffles = [SHUFFLE_SEED_BASE + s * args.runs + r for s in seeds for r in range(args.runs)]
-    others = train_many(spec, shuffles, data, Recipe(args.epochs), init=repeated)
+    others = train_many(spec, shuffles, data, zoo.recipe, init=repeated)
     others = {k: v.unflatten(0, (len(seeds), args.runs)) for k, v in others.items()}
-    ckpts = {k: v.flatten(0, 1) for k, v in load_zoo(args.zoo, str(spec)).params.items()}
+    ckpts = {k: v.flatten(0, 1) for k, v in zoo.params.items()}
 
     def report(name: str, nets: dict) -> None:
         acc = {split: evaluate(spec, nets, *data.split(split)).acc.mean().item() for split in ("val", "train")}

@@ -19,7 +19,7 @@ from synthnet.seeds import PROBE
 from synthnet.synthesize import load_synthesizer
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states
-from synthnet.zoo import Recipe, load_zoo_orders, parse_seeds, train_many
+from synthnet.zoo import load_zoo_orders, parse_seeds, train_many
 
 
 def main() -> None:
@@ -32,8 +32,8 @@ def main() -> None:
     synth = load_synthesizer(args.model, args.which)
     spec, seeds = parse_spec(synth.cfg.data.arch), parse_seeds(args.seeds)
     data = load_dataset(synth.cfg.data.dataset)
-    teachers = train_many(spec, seeds, data, Recipe(synth.cfg.zoo.epochs))
     zoo = load_zoo_orders(Path(synth.cfg.zoo.path), str(spec), synth.cfg.zoo.orders)
+    teachers = train_many(spec, seeds, data, zoo.recipe)  # the zoo's own recipe, as `synthnet eval` trains them
     ckpts = {k: v.flatten(0, 1) for k, v in zoo.params.items()}  # every epoch of every run
     x, y = data.split("val")
     inits = stack_states([init_state(spec, s) for s in seeds])
