@@ -2,9 +2,10 @@
 
 A teacher is a function of its init AND of its minibatch order (both from its seed); a denoiser sees only the init.
 So the best it can do in squared error is the mean over minibatch orders of the runs from that init. This script
-trains R more runs from each init with other shuffle seeds (teacher recipe) and scores, on the val and train splits,
-one such run and the mean of 2, 4, ..., R of them (every run at the zoo's recipe): accuracy, aligned distance to the real teacher and its ratio to
-the nearest zoo checkpoint (the novelty figure). With --model, the model's K = 1..4 outputs are scored beside them.
+trains R more runs from each init with other shuffle seeds (the zoo's recipe, as its teachers) and scores, on the val
+and train splits, one such run and the mean of 2, 4, ..., R of them: accuracy, aligned distance to the real teacher
+and its ratio to the nearest zoo checkpoint (the novelty figure). With --model, the model's K = 1..4 outputs are
+scored beside them.
 Seeds default to 300000+ (never `synthnet eval`'s); the test split is not touched. Run:
   .venv/bin/python benchmarks/imitation_ceiling.py [--model RUN] [--zoo zoos/digits-mlp-2k] [--runs 8]
 """

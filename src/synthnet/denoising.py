@@ -119,9 +119,9 @@ def slot_weights(spec: Spec, weight: float) -> torch.Tensor:
 
 def denoise_loss(synth: Synthesizer, spec: Spec, pred: torch.Tensor, tgt: torch.Tensor, x: torch.Tensor,
                  y: torch.Tensor, final: torch.Tensor, t: TrainConfig) -> tuple[torch.Tensor, dict]:
-    """MSE in token space (bias and outgoing slots weighted by slot_weight) + func_weight * KL(target net || synthesized net) on train inputs x (S, features)
-    + label_weight * cross-entropy (label_smoothing) on their labels y (S,) of the rows of pred that are final
-    states (final (B,)), averaged over all B rows."""
+    """MSE in token space (bias and outgoing slots weighted slot_weight) + func_weight * KL(target net ||
+    synthesized net) on train inputs x (S, features) + label_weight * cross-entropy (label_smoothing) on their labels
+    y (S,) of the rows of pred that are final states (final (B,)), averaged over all B rows."""
     mse = ((pred - tgt).pow(2) * slot_weights(spec, t.slot_weight)).mean()
     loss, parts = mse, {"mse": mse.item()}
     if t.func_weight > 0 or t.label_weight > 0:
