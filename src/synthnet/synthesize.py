@@ -114,14 +114,16 @@ class Synthesizer(nn.Module):
         return states, penalty
 
     @torch.no_grad()
-    def run(self, spec: Spec, params: dict[str, torch.Tensor], k: int,
-            sample_seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    def run(self, spec: Spec, params: dict[str, torch.Tensor], k: int, sample_seed: int = 0,
+            draws_of: dict[str, torch.Tensor] | None = None) -> list[dict[str, torch.Tensor]]:
         """Synthesize from a batch of inits: key -> (N, *shape) in, k states key -> (N, *shape) out. A bridge
-        model draws its path with sample_noise(sample_seed): the same init and seed give the same weights."""
+        model draws its path with sample_noise(sample_seed): the same init and seed give the same weights. draws_of
+        (N, *shape) inits whose draws to use instead of params' own: a perturbed init on its init's path."""
         was_training = self.training
         self.eval()
         tokens = self.encode(spec, params)
-        noise = sample_noise(tokens, k - 1, sample_seed) if self.cfg.model.process == "bridge" else None
+        seeded = tokens if draws_of is None else self.encode(spec, draws_of)
+        noise = sample_noise(seeded, k - 1, sample_seed) if self.cfg.model.process == "bridge" else None
         states = [self.decode(spec, t) for t in self.chain(spec, tokens, k, noise)[0]]
         self.train(was_training)
         return states

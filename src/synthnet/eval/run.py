@@ -242,11 +242,12 @@ def _perturb(inits: Params, seeds: list[int], sigma: float) -> Params:
 
 def _robustness(synth, spec: Spec, inits: Params, seeds: list[int], k: int, base: Params,
                 x: torch.Tensor, y: torch.Tensor) -> Section:
-    """Accuracy after perturbing the init, and under init schemes the model did not train on."""
+    """Accuracy after perturbing the init, and under init schemes the model did not train on. A perturbed init
+    keeps its init's sampler draws, so the gain is the synthesis map's and not a fresh draw's."""
     tree = {}
     for sigma in SIGMAS:
         pert = _perturb(inits, seeds, sigma)
-        out = synth.run(spec, pert, k)[-1]
+        out = synth.run(spec, pert, k, draws_of=inits)[-1]
         gain = (flat(spec, out) - flat(spec, base)).norm(dim=1) / (flat(spec, pert) - flat(spec, inits)).norm(dim=1)
         tree[f"sigma_{sigma:g}"] = {"acc": evaluate(spec, out, x, y).acc, "gain": gain}
     for scheme in SCHEMES:
