@@ -59,7 +59,6 @@ def test_the_sample_seed_fixes_the_weights_and_another_seed_draws_others(bridge_
     assert all(torch.equal(quiet[0][k], quiet[1][k]) for k in first)
 
 
-
 def test_robustness_keeps_a_perturbed_init_on_its_init_draws_so_the_gain_does_not_grow_as_one_over_sigma(bridge_run):
     synth, seeds = load_synthesizer(bridge_run), [1, 2, 3]
     batch, (x, y) = inits(*seeds), load_dataset("digits").split("test")
@@ -69,6 +68,7 @@ def test_robustness_keeps_a_perturbed_init_on_its_init_draws_so_the_gain_does_no
     assert (gains[0] < 3 * gains[-1]).all() and (gains[0] > gains[-1] / 3).all()
     fresh = synth.run(SPEC, {k: v * (1 + SIGMAS[0]) for k, v in batch.items()}, 3)[-1]  # its own draws: a new path
     assert sum((fresh[k] - base[k]).norm() for k in base) > 10 * sum(SIGMAS[0] * v.norm() for v in batch.values())
+
 
 def test_synthesize_records_the_sample_seed_and_draws_by_it(bridge_run, tmp_path):
     save_weights(tmp_path / "init.safetensors", init_state(SPEC, 7), SPEC, seed=7)
