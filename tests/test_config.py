@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from synthnet.config import KNOBS, compose
+from synthnet.config import KNOBS, compose, presets
 from synthnet.errors import SynthNetError
 
 
@@ -29,7 +29,7 @@ def test_out_of_range_or_unresolvable_values_are_one_line_errors_naming_the_key(
 def test_every_numeric_key_has_a_range_and_every_preset_fits_it():
     for key, knob in KNOBS.items():
         assert knob.choices or knob.type in (str, bool) or knob.low <= knob.high, key
-    for preset in ("tiny", "demo", "headline", "paper"):
+    for preset in presets():
         compose(preset)  # raises if a preset value is outside its key's range
 
 
