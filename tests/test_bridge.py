@@ -98,3 +98,11 @@ def test_training_reads_every_minibatch_order_as_more_runs_of_the_same_inits(tmp
     assert both.seeds == [*range(5), *range(5)] and both.params["0.weight"].shape[0] == 10
     with pytest.raises(SynthNetError, match="minibatch order 2.*--orders"):
         load_zoo_tokens(tiny_cfg(zoo, "train.val_runs=2", "zoo.orders=3"))
+
+
+def test_a_bridge_reads_only_each_runs_init_and_final_checkpoint(tiny_zoo):
+    """All a bridge trains on, so the memory-mapped zoo's other epochs stay unread (row 6's zoo is 6 GB)."""
+    (every,), norm = load_zoo_tokens(tiny_cfg(tiny_zoo))
+    (ends,), _ = load_zoo_tokens(tiny_cfg(tiny_zoo, "model.process=bridge"), norm)
+    assert every.epochs == 3 and ends.epochs == 1
+    assert torch.equal(ends.tokens, every.tokens[:, [0, -1]])

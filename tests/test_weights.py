@@ -142,6 +142,14 @@ def test_invalid_tensors(tmp_path, kind):
     assert str(exc.value) == f"{path}: {msg}"
 
 
+def test_a_non_finite_value_past_the_first_chunk_stops_the_write(tmp_path):
+    """save_weights checks big tensors (a zoo's pack) in chunks of 2^24 values: a NaN in the last one still counts."""
+    big = torch.zeros((1 << 24) + 1)
+    big[-1] = float("nan")
+    with pytest.raises(SynthNetError, match="tensor big would contain NaN or Inf"):
+        save_weights(tmp_path / "w.safetensors", {"big": big}, ARCH)
+    assert not (tmp_path / "w.safetensors").exists()
+
 def write_truncated(path: Path) -> None:
     save_weights(path, init_state(ARCH, 0), ARCH)
     path.write_bytes(path.read_bytes()[:-100])

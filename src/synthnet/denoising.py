@@ -34,7 +34,7 @@ class ZooTokens:
     """One arch of the zoo in the denoiser's space, split into training and held-out runs."""
 
     spec: Spec
-    tokens: torch.Tensor  # (R, E + 1, N, F) normalised tokens of the training runs
+    tokens: torch.Tensor  # (R, E + 1, N, F) normalised tokens of the training runs' checkpoints (a bridge: E = 1)
     init_std: torch.Tensor  # (N, F) std of the W_0 tokens (scale of input perturbations)
     val_init: dict[str, torch.Tensor]  # key -> (V, *shape) inits of held-out runs
     val_teacher: float  # mean val-split accuracy of the held-out runs' own final checkpoints (their teachers)
@@ -48,7 +48,8 @@ class ZooTokens:
 def load_zoo_tokens(cfg: Config, normalizer: Normalizer | None = None) -> tuple[list[ZooTokens], Normalizer]:
     """Read every arch of the run's zoo in minibatch orders 0 .. zoo.orders - 1 (each order's runs are more runs
     of the same inits), hold out its last seeds in every order, fit the normaliser on order 0's training finals
-    of every arch (unless one is given)."""
+    of every arch (unless one is given). A bridge model trains on W_0 and the final weights only, so its tokens hold
+    those two checkpoints of each run and the memory-mapped zoo's other epochs are never read."""
     archs = [a for a in cfg.data.arch.split(",") if a]
     v, loaded = cfg.train.val_runs, []
     for arch in archs:
@@ -67,16 +68,18 @@ def load_zoo_tokens(cfg: Config, normalizer: Normalizer | None = None) -> tuple[
     out = []
     for orders in loaded:
         z, runs = orders[0], len(orders[0].seeds) - v
-        tok = torch.cat([_tokens(o, runs, normalizer) for o in orders])
+        ends = [0, -1] if cfg.model.process == "bridge" else slice(None)
+        tok = torch.cat([_tokens(o, runs, ends, normalizer) for o in orders])
         out.append(ZooTokens(z.spec, tok, tok[:, 0].std(0), {k: t[runs:, 0] for k, t in z.params.items()},
                              z.val_acc[runs:, -1].mean().item(), z.seeds))
     return out, normalizer
 
 
-def _tokens(z: ZooTensors, runs: int, normalizer: Normalizer) -> torch.Tensor:
-    """The first `runs` runs of a ZooTensors as normalised tokens (runs, E + 1, N, F)."""
-    n_ep = next(iter(z.params.values())).shape[1]
-    tok = normalizer.normalize(z.spec, to_tokens(z.spec, {k: t[:runs].flatten(0, 1) for k, t in z.params.items()}))
+def _tokens(z: ZooTensors, runs: int, epochs: list[int] | slice, normalizer: Normalizer) -> torch.Tensor:
+    """Checkpoints `epochs` of the first `runs` runs of a ZooTensors as normalised tokens (runs, epochs, N, F)."""
+    params = {k: t[:runs, epochs] for k, t in z.params.items()}
+    n_ep = next(iter(params.values())).shape[1]
+    tok = normalizer.normalize(z.spec, to_tokens(z.spec, {k: t.flatten(0, 1) for k, t in params.items()}))
     return tok.view(runs, n_ep, *tok.shape[1:])
 
 

@@ -61,9 +61,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def check_finite(state: dict[str, torch.Tensor], target: Path) -> None:
-    """Refuse a state_dict with a NaN or Inf (as float32) before anything is written to `target`."""
+    """Refuse a state_dict with a NaN or Inf (as float32) before anything is written to `target`; checked in
+    chunks, since isfinite's temporaries are about twice its input (a zoo's pack is gigabytes)."""
     for k, v in state.items():
-        if not torch.isfinite(v.detach().to(torch.float32)).all():
+        chunks = v.detach().reshape(-1).split(1 << 24)
+        if not all(torch.isfinite(c.to(torch.float32)).all() for c in chunks):
             raise SynthNetError(f"{target}: tensor {k} would contain NaN or Inf (as float32); nothing written")
 
 

@@ -320,10 +320,10 @@ class ZooTensors:
 
 def load_zoo(zoo: Path, arch: str | None = None, order: int = 0) -> ZooTensors:
     """Every finished run of minibatch `order` (0: the recipe's own) of `arch` (default: the zoo's only arch) as
-    stacked tensors.
+    stacked tensors, memory-mapped: a stage reads only the checkpoints it indexes.
 
     The first load packs them into `pack-<arch>[-order<R>].safetensors` beside the manifest (rebuilt when the
-    manifest changes), so later loads read one file instead of one per checkpoint.
+    manifest changes), so later loads map one file instead of reading one per run.
     """
     rows = read_manifest(zoo)
     archs = sorted({r["arch"] for r in rows})
@@ -336,23 +336,29 @@ def load_zoo(zoo: Path, arch: str | None = None, order: int = 0) -> ZooTensors:
         raise SynthNetError(f"{zoo}: no runs of arch {spec}{f' in minibatch order {order}' if order else ''}; it "
                             f"holds {archs}{' (build more orders with `synthnet zoo --orders R`)' if order else ''}")
     pack = Path(zoo) / f"pack-{str(spec).replace(':', '_')}{f'-order{order}' if order else ''}.safetensors"
-    stamp = str(len(rows))
-    if pack.is_file() and read_metadata(pack).get("rows") == stamp:
-        tensors = load_file(pack)
-        seeds = [int(s) for s in tensors.pop("seeds").tolist()]
-        val = tensors.pop("val_acc")
-        return ZooTensors(spec, seeds, tensors, val, recipe)
+    if not (pack.is_file() and read_metadata(pack).get("rows") == str(len(rows))):
+        _write_pack(Path(zoo), rows, spec, pack)
+    tensors = load_file(pack)
+    seeds = [int(s) for s in tensors.pop("seeds").tolist()]
+    val = tensors.pop("val_acc")
+    return ZooTensors(spec, seeds, tensors, val, recipe)
+
+
+def _write_pack(zoo: Path, rows: list[dict], spec: Spec, pack: Path) -> None:
+    """Stack the runs of `rows` that have every epoch into `pack`, one run at a time into tensors allocated once
+    (one copy of the zoo in memory, not a list of runs beside their stack)."""
     by_seed = defaultdict(dict)
     for r in rows:
         by_seed[r["seed"]][r["epoch"]] = r
     n_ep = max(len(v) for v in by_seed.values())
     seeds = sorted(s for s, v in by_seed.items() if len(v) == n_ep)
-    states = [load_run(Path(zoo) / by_seed[s][0]["path"], spec) for s in seeds]
-    val = [[by_seed[s][e]["val_acc"] for e in range(n_ep)] for s in seeds]
-    out = ZooTensors(spec, seeds, stack_states(states), torch.tensor(val), recipe)
-    save_weights(pack, {**out.params, "seeds": torch.tensor(seeds, dtype=torch.float32), "val_acc": out.val_acc},
-                 spec, rows=stamp)
-    return out
+    params: dict[str, torch.Tensor] = {}
+    for i, seed in enumerate(seeds):
+        for k, v in load_run(zoo / by_seed[seed][0]["path"], spec).items():
+            params.setdefault(k, torch.empty((len(seeds), *v.shape)))[i] = v
+    val = torch.tensor([[by_seed[s][e]["val_acc"] for e in range(n_ep)] for s in seeds])
+    save_weights(pack, {**params, "seeds": torch.tensor(seeds, dtype=torch.float32), "val_acc": val}, spec,
+                 rows=str(len(rows)))
 
 
 def load_zoo_orders(zoo: Path, arch: str | None = None, orders: int = 1) -> ZooTensors:
