@@ -355,7 +355,9 @@ def _write_pack(zoo: Path, rows: list[dict], spec: Spec, pack: Path) -> None:
     params: dict[str, torch.Tensor] = {}
     for i, seed in enumerate(seeds):
         for k, v in load_run(zoo / by_seed[seed][0]["path"], spec).items():
-            params.setdefault(k, torch.empty((len(seeds), *v.shape)))[i] = v
+            if k not in params:
+                params[k] = torch.empty((len(seeds), *v.shape))
+            params[k][i] = v
     val = torch.tensor([[by_seed[s][e]["val_acc"] for e in range(n_ep)] for s in seeds])
     save_weights(pack, {**params, "seeds": torch.tensor(seeds, dtype=torch.float32), "val_acc": val}, spec,
                  rows=str(len(rows)))
