@@ -54,6 +54,19 @@ def test_a_pair_aligns_the_same_alone_as_in_a_batch(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_each_block_of_nets_aligns_to_its_own_query(arch):
+    """b's nets in blocks of c per query (how `nearest` aligns candidates): each as if aligned to its query alone."""
+    spec = parse_spec(arch)
+    q, b = _nets(spec, range(3)), _shuffled(spec, _nets(spec, range(30, 42)))
+    blocks = nv.aligned_distance(spec, q, b)
+    alone = [nv.aligned_distance(spec, {k: v[i // 4:i // 4 + 1] for k, v in q.items()},
+                                 {k: v[i:i + 1] for k, v in b.items()}) for i in range(12)]
+    assert torch.allclose(blocks, torch.cat(alone), atol=1e-6)
+    with pytest.raises(ValueError, match="blocks"):
+        nv.aligned_distance(spec, {k: v[:2] for k, v in q.items()}, {k: v[:5] for k, v in b.items()})
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_lower_bound_never_exceeds_the_aligned_distance(arch):
     spec = parse_spec(arch)
     q, refs = _nets(spec, range(3)), _nets(spec, range(50, 90))

@@ -15,6 +15,7 @@ exceeds the best aligned distance found (see `lower_bound`).
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -38,8 +39,9 @@ def _layers(spec: Spec) -> list[tuple[str, str]]:
 
 def _take(t: torch.Tensor, perm: torch.Tensor, dim: int) -> torch.Tensor:
     """Reorder dim `dim` of t (N, ...) by perm (N, h): out[n, ..., j, ...] = t[n, ..., perm[n, j], ...]."""
-    rows = torch.arange(len(perm)).unsqueeze(1)
-    return t.movedim(dim, 1)[rows, perm].movedim(1, dim)
+    shape = [len(perm)] + [1] * (t.dim() - 1)
+    shape[dim] = perm.shape[1]
+    return t.gather(dim, perm.view(shape).expand(*t.shape[:dim], perm.shape[1], *t.shape[dim + 1:]))
 
 
 def permute(spec: Spec, params: Params, perms: list[torch.Tensor]) -> Params:
@@ -74,32 +76,32 @@ def _features(spec: Spec, params: Params, l: int, outgoing: bool) -> torch.Tenso
     return torch.cat(parts + [_outgoing(spec, params, l)] if outgoing else parts, -1)
 
 
-def _layer_inputs(spec: Spec, params: Params, l: int, rows: torch.Tensor | None) -> Params:
-    """The tensors hidden layer l's features read (its weights and bias, the next layer's weights), at `rows`."""
-    (w, b), nxt = _layers(spec)[l], _layers(spec)[l + 1][0]
-    return {k: params[k] if rows is None else params[k][rows] for k in (w, b, nxt)}
-
-
-def _neighbours_permuted(spec: Spec, params: Params, perms: list[torch.Tensor], l: int) -> Params:
-    """_layer_inputs with the neighbouring layers' permutations (N, h) applied, layer l's own not: the incoming
-    weights' columns by perms[l - 1], the next layer's rows by perms[l + 1]."""
+def _columns(spec: Spec, l: int, perms: list[torch.Tensor], full: bool) -> torch.Tensor:
+    """(n, F) long: the column of hidden layer l's unpermuted features (`_features` with the outgoing side) that each
+    column of its features with the neighbouring layers' permutations perms[l - 1], perms[l + 1] (n, h) applied
+    reads; the outgoing side only if `full`. Gathering by it replaces permuting the weights themselves."""
+    shapes, n = spec.shapes(), len(perms[0])
     (w, _), nxt = _layers(spec)[l], _layers(spec)[l + 1][0]
-    out = dict(params)
-    if l > 0:
-        out[w] = _take(out[w], perms[l - 1], 2)
-    if l + 1 < len(perms):
-        out[nxt] = _take(out[nxt], perms[l + 1], 1)
-    return out
+    k_in, k_out = (math.prod(shapes[key][2:]) for key in (w, nxt))
+    n_in, n_out = shapes[w][1] * k_in, shapes[nxt][0] * k_out
+    parts = [torch.zeros(n, 1, dtype=torch.long)]  # the bias
+    parts.append(1 + (perms[l - 1][:, :, None] * k_in + torch.arange(k_in)).flatten(1) if l > 0
+                 else torch.arange(1, 1 + n_in).expand(n, -1))
+    if full:
+        parts.append(1 + n_in + (perms[l + 1][:, :, None] * k_out + torch.arange(k_out)).flatten(1)
+                     if l + 1 < len(perms) else torch.arange(1 + n_in, 1 + n_in + n_out).expand(n, -1))
+    return torch.cat(parts, 1)
 
 
 def _assign(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
-    """Hungarian matching of units: fa (N or 1, h, F), fb (N, h, F) -> (N, h) long, a's unit i <-> b's unit out[i].
+    """Hungarian matching of units: fa (..., h, F), fb (..., h, F) broadcastable, their batch dims N in all
+    -> (N, h) long, a's unit i <-> b's unit out[i].
 
     Minimising the summed squared distance equals maximising the summed inner product (norms are fixed). The
     assignments run in one thread per torch thread (scipy releases the GIL while it solves, and widens each float32
     matrix to float64 itself).
     """
-    cost = torch.matmul(fa, fb.transpose(1, 2)).neg_().numpy()
+    cost = torch.matmul(fa, fb.transpose(-1, -2)).neg_().flatten(0, -3).numpy()
     chunks = np.array_split(cost, max(1, min(torch.get_num_threads(), len(cost) // 64)))
     with ThreadPoolExecutor(len(chunks)) as pool:
         cols = [c for part in pool.map(lambda m: [linear_sum_assignment(c)[1] for c in m], chunks) for c in part]
@@ -107,15 +109,21 @@ def _assign(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
 
 
 def align(spec: Spec, a: Params, b: Params) -> Params:
-    """Permute the hidden units of b (key -> (N, *shape)) to best match a (key -> (N or 1, *shape)).
+    """Permute the hidden units of b (key -> (Q * c, *shape)) to best match a (key -> (Q, *shape)): b's nets
+    i * c .. (i + 1) * c - 1 are matched to a's net i (Q = 1: all to one; Q = N: pairwise).
 
     Each layer's assignment depends only on its neighbours' permutations, so a pair's layer is solved again only
     when one of them moved since its last solve (or its last solve lacked the outgoing side); a pair is done when
-    none of its layers is stale, after its own number of passes, not the slowest pair's.
+    none of its layers is stale, after its own number of passes, not the slowest pair's. Each side's unit features
+    are built once; a solve gathers b's by its neighbours' permutations (`_columns`).
     """
     n_hidden = len(spec.hidden)
-    bias0 = _layers(spec)[0][1]
-    n, one_query = b[bias0].shape[0], a[bias0].shape[0] == 1
+    feats_a = [_features(spec, a, l, True) for l in range(n_hidden)]  # (Q, h_l, F_l)
+    feats_b = [_features(spec, b, l, True) for l in range(n_hidden)]
+    n, q = len(feats_b[0]), len(feats_a[0])
+    if n % q:
+        raise ValueError(f"align: {n} nets to match cannot be split into blocks for {q} queries")
+    per_query = n // q  # c
     perms = [torch.arange(h).repeat(n, 1) for h in spec.hidden]
     stale = torch.ones(n_hidden, n, dtype=torch.bool)  # stale[l, i]: pair i's layer l may still change
     for p in range(MAX_PASSES):
@@ -124,9 +132,15 @@ def align(spec: Spec, a: Params, b: Params) -> Params:
             if len(live) == 0:
                 continue
             full = p > 0 or l == n_hidden - 1
-            a_live = _layer_inputs(spec, a, l, None if one_query else live)
-            b_live = _neighbours_permuted(spec, _layer_inputs(spec, b, l, live), [q[live] for q in perms], l)
-            new = _assign(_features(spec, a_live, l, full), _features(spec, b_live, l, full))
+            every = len(live) == n
+            rows = (lambda t: t) if every else (lambda t: t.index_select(0, live))  # copy only a subset
+            cols = _columns(spec, l, [rows(perm) for perm in perms], full)  # (n_live, F)
+            fa = feats_a[l][..., :cols.shape[1]]  # (Q, h, F)
+            fb = rows(feats_b[l]).gather(2, cols[:, None].expand(-1, spec.hidden[l], -1))  # (n_live, h, F)
+            if every:  # every pair: b's nets in blocks of c per query, a broadcast over its block
+                new = _assign(fa[:, None], fb.view(q, per_query, *fb.shape[1:]))
+            else:
+                new = _assign(fa if q == 1 else fa.index_select(0, live // per_query), fb)
             moved = live[(new != perms[l][live]).any(1)]
             perms[l][live] = new
             stale[l, live] = not full
@@ -144,8 +158,10 @@ def flat(spec: Spec, params: Params) -> torch.Tensor:
 
 
 def aligned_distance(spec: Spec, a: Params, b: Params) -> torch.Tensor:
-    """(N,) L2 distance between a[n] (or a[0] when a holds one net) and b[n] after aligning b[n] to it."""
-    return (flat(spec, a) - flat(spec, align(spec, a, b))).norm(dim=1)
+    """(Q * c,) L2 distance of each of b's nets (Q * c, *shape) to its net of a (Q, *shape), as `align` pairs
+    them, after aligning it."""
+    fa, fb = flat(spec, a), flat(spec, align(spec, a, b))
+    return (fa[:, None] - fb.view(len(fa), -1, fb.shape[1])).norm(dim=-1).flatten()
 
 
 def lower_bound(spec: Spec, query: Params, refs: Params) -> torch.Tensor:
@@ -209,7 +225,7 @@ def nearest(spec: Spec, query: Params, refs: Params, exclude: torch.Tensor | Non
             break
         for part in live.split(max(1, min(PAIRS, PAIR_FLOATS // n_weights) // CANDIDATES)):
             cand = order[part, lo:lo + CANDIDATES]  # (A, c)
-            a = {k: v[part].repeat_interleave(cand.shape[1], 0) for k, v in query.items()}
+            a = {k: v[part] for k, v in query.items()}
             d = aligned_distance(spec, a, {k: v[cand.reshape(-1)] for k, v in refs.items()}).view(cand.shape)
             d[bounds[part, lo:lo + CANDIDATES].isinf()] = float("inf")  # an excluded reference never wins
             dmin, j = d.min(1)
