@@ -6,7 +6,8 @@ this rate sets the eval's time. Times `aligned_distance` of one zoo final agains
 runs, and in the same run scipy's `linear_sum_assignment` alone on as many random cost matrices per hidden layer (one
 solve per layer per pair, one thread: the floor of a single weight-matching pass). Prints pairs/s of each and the
 novelty search of a 64-seed `synthnet eval` projected at that rate if nothing were pruned (the checkpoint searches
-of the outputs and of their teachers, and the zoo's leave-one-out over finals). Figures only; close other jobs first.
+of the outputs and of their teachers, and the zoo's leave-one-out over a sample of its finals). Figures only; close
+other jobs first.
 Run: .venv/bin/python benchmarks/alignment.py --zoo zoos/digits-mlp2 [--pairs 2048]
 """
 
@@ -21,6 +22,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from synthnet.eval.novelty import aligned_distance
+from synthnet.eval.run import LOO_FINALS
 from synthnet.zoo import load_zoo
 
 EVAL_SEEDS = 64  # `synthnet eval`'s default number of seeds, for the projection
@@ -47,7 +49,7 @@ def main() -> None:
         for c in per_layer:
             linear_sum_assignment(c)
     bare = args.pairs / (time.perf_counter() - t0)
-    searched = 2 * EVAL_SEEDS * runs * per_run + runs * (runs - 1)
+    searched = 2 * EVAL_SEEDS * runs * per_run + min(runs, LOO_FINALS) * (runs - 1)
     print(f"{zoo.spec} ({runs} runs x {per_run} checkpoints), {args.pairs} pairs, {torch.get_num_threads()} threads")
     print(f"aligned_distance: {aligned:,.0f} pairs/s; bare assignments (one per hidden layer, one thread): "
           f"{bare:,.0f} pairs/s; ratio {aligned / bare:.2f}")

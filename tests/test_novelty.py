@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from synthnet.eval import novelty as nv
+from synthnet.eval import novelty as nv, run
 from synthnet.scoring import logits
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states
@@ -132,3 +132,15 @@ def test_ensemble_accuracy_averages_softmax_not_votes():
                            [[0.0, 0.5], [0.0, 3.0]]])
     assert nv.ensemble_accuracy(logits, y) == 1.0  # a majority vote would miss example 0
     assert nv.ensemble_accuracy(logits[:1], y) == 0.5
+
+
+def test_zoo_spacing_is_each_sampled_final_to_its_nearest_other_final(monkeypatch):
+    monkeypatch.setattr(run, "LOO_FINALS", 8)
+    spec = parse_spec("mlp:12-7-4")
+    finals = _nets(spec, range(20))
+    loo = run.zoo_loo_distance(spec, finals)
+    full, _ = nv.nearest(spec, finals, finals, exclude=torch.arange(20))
+    sample = torch.randperm(20, generator=torch.Generator().manual_seed(0))[:8]
+    assert len(loo) == 8 and len(sample.unique()) == 8
+    assert torch.allclose(loo, full[sample])
+    assert torch.equal(loo, run.zoo_loo_distance(spec, finals))  # the same sample every time
