@@ -17,7 +17,6 @@ try:  # recent typer vendors click as typer._click
 except ImportError:
     from click.exceptions import ClickException
 
-from synthnet.allocator import keep_freed_memory
 from synthnet.config import Config, presets
 from synthnet.errors import SynthNetError
 
@@ -343,7 +342,6 @@ def config_show(preset: Optional[str] = typer.Argument(None, help=f"{' | '.join(
 def main() -> None:
     """The `synthnet` command: a usage error (bad option value, unknown option, missing argument) is one
     `error:` line and exit 2, like every other bad input, instead of typer's boxed panel."""
-    keep_freed_memory()
     try:
         code = app(standalone_mode=False)
     except ClickException as exc:

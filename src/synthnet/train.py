@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from synthnet.allocator import freed_memory_kept
 from synthnet.config import Config
 from synthnet.data import Dataset, load_dataset
 from synthnet.denoising import ZooTokens, bridge_batch, chain_batch, load_zoo_tokens, pair_batch, train_batch
@@ -46,6 +47,7 @@ def lr_factor(step: int, cfg) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))))
 
 
+@freed_memory_kept()
 def train(cfg: Config, out: Path, stop_after: int | None = None, rules: Sequence[Rule] = ()) -> Synthesizer:
     """Run (or exactly resume) the supervised stage into run directory `out`; returns the final synthesizer.
 

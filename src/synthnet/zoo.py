@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from synthnet.allocator import freed_memory_kept
 from synthnet.data import Dataset, load_dataset
 from synthnet.errors import SynthNetError
 from synthnet.jsonl import read_jsonl
@@ -222,6 +223,7 @@ def zoo_recipe(zoo: Path, rows: list[dict]) -> Recipe | None:
     return recorded.pop() if recorded else None
 
 
+@freed_memory_kept()
 def build_zoo(out: Path, archs: list[str], dataset: str, seeds: list[int], recipe: Recipe = Recipe(),
               workers: int = 1, chunk: int = 512, pool: Pool | None = None, orders: int = 1) -> dict:
     """Train every (arch, seed, order) run not already finished in `out`; append their manifest rows. A zoo holds
