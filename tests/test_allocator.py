@@ -40,4 +40,4 @@ def test_freed_memory_is_reused_inside_the_block_and_returned_after_it():
     default, kept, after = _faults("default"), _faults("keep"), _faults("after")
     assert default > 0.9 * 10 * 2 * 2**24 * 4 // 4096  # two temporaries a step, 16,384 pages each, faulted anew
     assert kept < default / 5
-    assert after > 0.9 * default
+    assert after > 0.9 * 10 * 2**24 * 4 // 4096  # at least one temporary a step mapped afresh again
