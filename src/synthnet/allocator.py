@@ -6,7 +6,7 @@ in the kernel that way (2,178 s against 5,098 s user, 1.09 billion minor page fa
 which keeps up to TRIM_THRESHOLD of freed memory at its top, makes that preset's supervised steps 1.3-1.5 x faster
 with identical results (`docs/lab-notes.md`) for a few percent more peak memory. Only there: a heap without mmap
 cannot hand back a freed block below a live one, and the evaluation's novelty search, whose blocks change size, grew
-to 23 GB that way on mnist1d-mlp (2.5 GB with glibc's defaults).
+to 23 GB that way on mnist1d-mlp (4.2 GB with glibc's defaults).
 """
 
 from __future__ import annotations
