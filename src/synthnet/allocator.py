@@ -4,9 +4,10 @@ glibc serves every allocation over 32 MB with a fresh mmap and unmaps it on free
 same size faults its pages in again, 4 KB at a time: `synthnet demo --preset mnist1d-cnn` spent 30% of its CPU time
 in the kernel that way (2,178 s against 5,098 s user, 1.09 billion minor page faults). Serving them from the heap,
 which keeps up to TRIM_THRESHOLD of freed memory at its top, makes that preset's supervised steps 1.3-1.5 x faster
-with identical results (`docs/lab-notes.md`) for a few percent more peak memory. Only there: a heap without mmap
-cannot hand back a freed block below a live one, and the evaluation's novelty search, whose blocks change size, grew
-to 23 GB that way on mnist1d-mlp (4.2 GB with glibc's defaults).
+with identical results (`docs/lab-notes.md`) for a few percent more peak memory. Only there and in the zoo builder:
+a heap without mmap cannot hand back a freed block below a live one, so loops whose blocks change size grow with it:
+the evaluation's novelty search to 23 GB on mnist1d-mlp (4.2 GB with glibc's defaults), GRPO's rewards and held-out
+checks to 22.3 GB on mnist1d-cnn (9.7 GB with the defaults).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthnet.allocator import freed_memory_kept
 from synthnet.config import Config, to_yaml
 from synthnet.data import Dataset, load_dataset
 from synthnet.denoising import ZooTokens, chain_batch, load_zoo_tokens, train_batch
@@ -335,7 +334,6 @@ def rollout_row(reward: torch.Tensor, terms: dict, k: torch.Tensor, cfg: Config,
             "time_rollout": t_roll - t0, "time_reward": t_reward - t_roll, "time_update": t_end - t_reward}
 
 
-@freed_memory_kept()
 def grpo(cfg: Config, model_run: Path, out: Path, stop_after: int | None = None,
          rules: Sequence[Rule] = ()) -> Synthesizer:
     """Reinforce the supervised model of `model_run` into run directory `out` (exact resume, live patches).
