@@ -3,6 +3,9 @@
 1. synthnet.scoring.evaluate on N weight sets of mlp:64-32-10 over the digits val split, vs the same forward written
    as bare baddbmm on pre-stacked tensors (same FLOPs, no functional_call / vmap / dict plumbing).
 2. synthnet.zoo.train_many (many networks at once) vs a plain one-network-at-a-time PyTorch loop of the teacher recipe.
+3. evaluate's blocks (at most EVAL_FLOATS activation values per forward) vs one block of every net and sample, on row
+   5's GRPO reward call: 384 states of cnn:1x40-32s-32s-32s-10 on mnist1d's 4000 train and val samples (one block
+   holds about 10 GB).
 
 Prints figures only; timings are never asserted. Run: .venv/bin/python benchmarks/evaluator.py [--help]
 """
@@ -17,12 +20,13 @@ import torch
 from torch import nn
 
 from synthnet.data import load_dataset
-from synthnet.scoring import evaluate
+from synthnet.scoring import EVAL_FLOATS, evaluate
 from synthnet.targets import init_state, parse_spec
 from synthnet.weights import stack_states
 from synthnet.zoo import Recipe, train_many
 
 ARCH = "mlp:64-32-10"
+CNN = "cnn:1x40-32s-32s-32s-10"  # row 5's target, whose GRPO rewards once held 10 GB in one forward
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -68,6 +72,7 @@ def main() -> None:
     ap.add_argument("--train-seeds", type=int, default=64, help="networks trained at once by train_many")
     ap.add_argument("--plain-seeds", type=int, default=4, help="networks trained one at a time by the plain loop")
     ap.add_argument("--epochs", type=int, default=2, help="teacher-recipe epochs per network in the training part")
+    ap.add_argument("--cnn-sets", type=int, default=384, help="row 5 CNN states per call in part 3 (0: skip it)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -102,6 +107,21 @@ def main() -> None:
     print(f"train_many ({len(seeds)} nets): {many:8.1f} network-epochs/s  ({t_many:.2f} s)")
     print(f"plain loop ({args.plain_seeds} nets):  {plain:8.1f} network-epochs/s  ({t_plain:.2f} s)")
     print(f"ratio train_many / plain: {many / plain:.1f}")
+    if args.cnn_sets:
+        blocks_vs_one_call(args.cnn_sets)
+
+
+def blocks_vs_one_call(sets: int) -> None:
+    """Part 3: seconds per evaluate call on row 5's GRPO reward, in blocks and in one block (medians of 3)."""
+    spec, data = parse_spec(CNN), load_dataset("mnist1d")
+    x, y = (torch.cat(pair) for pair in zip(data.split("train"), data.split("val")))
+    params = stack_states([init_state(spec, s) for s in range(sets)])
+    one_block = sets * len(x) * spec.activation_size()
+    t_blocks = median_seconds(lambda: evaluate(spec, params, x, y), 3)
+    t_one = median_seconds(lambda: evaluate(spec, params, x, y, floats=one_block), 3)
+    print(f"{sets} x {CNN} on {len(x)} mnist1d samples: blocks of <= {EVAL_FLOATS * 4 / 2**20:.0f} MB "
+          f"{t_blocks:.2f} s per call, one block of {one_block * 4 / 2**30:.1f} GB {t_one:.2f} s; "
+          f"ratio one block / blocks: {t_one / t_blocks:.2f}")
 
 
 if __name__ == "__main__":

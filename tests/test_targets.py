@@ -62,6 +62,17 @@ def test_state_dict_matches_documented_module(text):
     assert torch.allclose(built(x), ref(x))  # same computation (e.g. the strides), not just the same shapes
 
 
+@pytest.mark.parametrize("text", [*SPECS, "cnn:1x40-32s-32s-32s-10", "cnn:1x7x5-4s-3-10"])
+def test_activation_size_is_the_widest_layer_output(text):
+    """The evaluator sizes its blocks by it: the largest per-sample output of any layer after the input."""
+    outputs = []
+    module = build_module(text)
+    for layer in module:
+        layer.register_forward_hook(lambda m, i, o: outputs.append(o[0].numel()))
+    module(torch.rand(2, parse_spec(text).n_features))
+    assert parse_spec(text).activation_size() == max(outputs[1:] if text.startswith("cnn") else outputs)
+
+
 @pytest.mark.parametrize("text", ["mlp:64", "mlp:64-10", "mlp:64-0-10", "mlp:8x8-32-10", "cnn:64-8-10",
                                   "cnn:1x2x3x4-8-10", "rnn:64-32-10", "mlp:64-32-10-", "mlp 64-32-10", "",
                                   "mlp:64-32s-10", "cnn:1x8x8-8-10s"])

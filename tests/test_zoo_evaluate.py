@@ -34,7 +34,8 @@ def test_evaluate_matches_plain_forward(digits, arch):
     states = perturbed_states(arch, 5)
     x, y = digits.split("val")
     got = evaluate(parse_spec(arch), stack_states(states), x, y)
-    chunked = evaluate(parse_spec(arch), stack_states(states), x, y, chunk=2)
+    width = parse_spec(arch).activation_size()
+    blocks = [evaluate(parse_spec(arch), stack_states(states), x, y, floats=f) for f in (2 * len(x) * width, 7 * width)]
     for i, state in enumerate(states):
         model = build_module(arch)
         model.load_state_dict(state)
@@ -43,7 +44,8 @@ def test_evaluate_matches_plain_forward(digits, arch):
         assert torch.equal(got.pred[i], out.argmax(1))
         assert got.acc[i].item() == pytest.approx((out.argmax(1) == y).float().mean().item(), abs=1e-7)
         assert got.loss[i].item() == pytest.approx(nn.functional.cross_entropy(out, y).item(), abs=1e-5)
-    assert torch.equal(chunked.pred, got.pred) and torch.allclose(chunked.loss, got.loss, atol=1e-6)
+    for b in blocks:  # 2 nets on all samples per call; 1 net on 7 samples per call
+        assert torch.equal(b.pred, got.pred) and torch.allclose(b.loss, got.loss, atol=1e-6)
     assert got.acc.unique().numel() > 1  # the sets really differ, so a mix-up between them would show
 
 

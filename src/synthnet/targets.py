@@ -70,6 +70,16 @@ class Spec:
             out[f"{key}.bias"] = (fan_out,)
         return out
 
+    def activation_size(self) -> int:
+        """Values in the widest layer output one input sample produces (what a batched forward holds per net)."""
+        if self.kind == "mlp":
+            return max(*self.hidden, self.classes)
+        size, spatial = self.classes, self.in_shape[1:]
+        for i, channels in enumerate(self.hidden):
+            spatial = tuple(-(-d // self.stride(i)) for d in spatial)  # 3-wide kernel, padding 1: ceil(d / stride)
+            size = max(size, channels * math.prod(spatial))
+        return size
+
     def n_params(self) -> int:
         return sum(math.prod(s) for s in self.shapes().values())
 
