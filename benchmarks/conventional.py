@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from synthnet.data import load_dataset
-from synthnet.eval.novelty import aligned_distance, nearest
+from synthnet.eval.novelty import aligned_distance, nearest_checkpoint
 from synthnet.scoring import evaluate
 from synthnet.seeds import EVAL_SEEDS
 from synthnet.targets import init_state
@@ -44,7 +44,6 @@ def main() -> None:
     zoo, seeds, data = load_zoo(args.zoo, args.arch), parse_seeds(args.seeds), load_dataset(args.dataset)
     spec = zoo.spec
     inits = stack_states([init_state(spec, s) for s in seeds])
-    ckpts = {k: v.flatten(0, 1) for k, v in zoo.params.items()}
     x, y = data.split("test")
     teacher_acc = teachers = teacher_near = None
     print(f"{len(seeds)} inits of {spec}, zoo {args.zoo} ({len(zoo.seeds)} runs, recipe {zoo.recipe})")
@@ -55,7 +54,7 @@ def main() -> None:
         nets = train_many(spec, seeds, data, recipe, init=inits, orders=[order] * len(seeds))
         seconds = (time.perf_counter() - t0) / len(seeds)
         acc = evaluate(spec, nets, x, y).acc
-        d_near, _ = nearest(spec, nets, ckpts)
+        d_near, _ = nearest_checkpoint(spec, nets, zoo.params)
         if teachers is None:
             teacher_acc, teachers, teacher_near = acc, nets, d_near
         ratio = (aligned_distance(spec, nets, teachers) / d_near).mean()

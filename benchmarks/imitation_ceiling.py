@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from synthnet.data import load_dataset
-from synthnet.eval.novelty import aligned_distance, nearest
+from synthnet.eval.novelty import aligned_distance, nearest_checkpoint
 from synthnet.scoring import evaluate
 from synthnet.seeds import PROBE
 from synthnet.synthesize import load_synthesizer
@@ -44,12 +44,11 @@ def main() -> None:
     shuffles = [SHUFFLE_SEED_BASE + s * args.runs + r for s in seeds for r in range(args.runs)]
     others = train_many(spec, shuffles, data, zoo.recipe, init=repeated)
     others = {k: v.unflatten(0, (len(seeds), args.runs)) for k, v in others.items()}
-    ckpts = {k: v.flatten(0, 1) for k, v in zoo.params.items()}
 
     def report(name: str, nets: dict) -> None:
         acc = {split: evaluate(spec, nets, *data.split(split)).acc.mean().item() for split in ("val", "train")}
         d_teacher = aligned_distance(spec, teachers, nets)
-        d_ckpt, _ = nearest(spec, nets, ckpts)
+        d_ckpt, _ = nearest_checkpoint(spec, nets, zoo.params)
         print(f"{name:34s} val {acc['val']:.4f}  train {acc['train']:.4f}  d_teacher {d_teacher.mean():.3f}  "
               f"d_ckpt {d_ckpt.mean():.3f}  ratio {(d_teacher / d_ckpt).mean():.3f}", flush=True)
 

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from synthnet.data import load_dataset
-from synthnet.eval.novelty import aligned_distance, nearest
+from synthnet.eval.novelty import aligned_distance, nearest_checkpoint
 from synthnet.scoring import evaluate
 from synthnet.seeds import PROBE
 from synthnet.synthesize import load_synthesizer
@@ -34,14 +34,13 @@ def main() -> None:
     data = load_dataset(synth.cfg.data.dataset)
     zoo = load_zoo_orders(Path(synth.cfg.zoo.path), str(spec), synth.cfg.zoo.orders)
     teachers = train_many(spec, seeds, data, zoo.recipe)  # the zoo's own recipe, as `synthnet eval` trains them
-    ckpts = {k: v.flatten(0, 1) for k, v in zoo.params.items()}  # every epoch of every run
     x, y = data.split("val")
     inits = stack_states([init_state(spec, s) for s in seeds])
     teacher_acc = evaluate(spec, teachers, x, y).acc
     print(f"model {args.model} ({args.which}), {len(seeds)} seeds, val split; teacher val acc {teacher_acc.mean():.4f}")
     for k, state in enumerate(synth.outputs(spec, inits, args.k_max), 1):
         d_teacher = aligned_distance(spec, teachers, state)
-        d_ckpt, _ = nearest(spec, state, ckpts)
+        d_ckpt, _ = nearest_checkpoint(spec, state, zoo.params)
         acc = evaluate(spec, state, x, y).acc
         print(f"  K={k}: val acc {acc.mean():.4f}  above teacher {(acc > teacher_acc).float().mean():.0%}  "
               f"d_teacher {d_teacher.mean():.3f}  d_ckpt {d_ckpt.mean():.3f}  ratio {(d_teacher / d_ckpt).mean():.3f}")

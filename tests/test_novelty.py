@@ -87,6 +87,35 @@ def test_nearest_matches_exhaustive_search_and_finds_a_permuted_copy(arch):
     assert torch.allclose(dist, exact.min(1).values) and idx.tolist() == exact.argmin(1).tolist()
 
 
+def _runs(spec, n_runs, per_run):
+    """(n_runs, per_run, *shape) training-run-like checkpoints: each run walks from its init towards another net."""
+    start, end = _nets(spec, range(500, 500 + n_runs)), _nets(spec, range(600, 600 + n_runs))
+    t = torch.linspace(0, 1, per_run)
+    return {k: start[k][:, None] + t.view(1, -1, *[1] * (start[k].dim() - 1)) * (end[k] - start[k])[:, None]
+            for k in start}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_nearest_checkpoint_matches_exhaustive_search_and_aligns_fewer_pairs(arch, monkeypatch):
+    spec = parse_spec(arch)
+    runs = _runs(spec, 40, 12)
+    ckpts = {k: v.flatten(0, 1) for k, v in runs.items()}
+    q = _nets(spec, range(4))
+    q = {k: torch.cat([v, _shuffled(spec, {k2: c[[100, 333]] for k2, c in ckpts.items()}, seed=2)[k]])
+         for k, v in q.items()}  # two random nets and two permuted checkpoints
+    exact = torch.stack([nv.aligned_distance(spec, {k: v[i:i + 1] for k, v in q.items()}, ckpts) for i in range(6)])
+    monkeypatch.setattr(nv, "CANDIDATES", 8)  # rounds fine enough for 480 checkpoints
+    aligned, counted = [], nv.aligned_distance
+    monkeypatch.setattr(nv, "aligned_distance", lambda *a: aligned.append(len(next(iter(a[2].values())))) or counted(*a))
+    dist, idx = nv.nearest_checkpoint(spec, q, runs)
+    assert torch.allclose(dist, exact.min(1).values) and idx.tolist() == exact.argmin(1).tolist()
+    assert idx[4:].tolist() == [100, 333] and (dist[4:] < 1e-5).all()
+    with_runs, aligned[:] = sum(aligned), []
+    nv.nearest(spec, q, ckpts)
+    # the runs' checkpoints bound each other; one hidden layer's own bound can leave them nothing to prune
+    assert with_runs < sum(aligned) or (len(spec.hidden) == 1 and with_runs == sum(aligned))
+
+
 # aligned at once: as many pairs as allowed, two queries' candidates, one query's (a cap on weights: big nets)
 @pytest.mark.parametrize("pairs, floats", [(nv.PAIRS, nv.PAIR_FLOATS), (2 * nv.CANDIDATES, nv.PAIR_FLOATS),
                                            (nv.PAIRS, 130 * nv.CANDIDATES)])

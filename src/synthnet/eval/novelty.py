@@ -10,13 +10,16 @@ the exact minimiser of the distance.
 
 `nearest` is exact with respect to that alignment but aligns few references: a lower bound on every reference's
 aligned squared distance ranks them, candidates are aligned in that order, and a query stops once its next bound
-exceeds the best aligned distance found (see `lower_bound`).
+exceeds the best aligned distance found (see `lower_bound`). `nearest_checkpoint` searches training runs' checkpoints
+the same way and also lets each aligned checkpoint raise the bounds of its run's others by the triangle inequality:
+where hidden layers feed each other the lower bound prunes almost nothing, and consecutive checkpoints are close.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -223,26 +226,82 @@ def nearest(spec: Spec, query: Params, refs: Params, exclude: torch.Tensor | Non
     exclude: optional (N,) reference index each query must skip (-1: none), for leave-one-out.
     Returns (dist (N,) float, index (N,) long).
     """
-    bounds = _bounds(spec, query, refs)
+    bounds = _bounds(spec, query, refs)  # (N, R) squared lower bounds; inf: never to align
     if exclude is not None:
         rows = torch.nonzero(exclude >= 0).squeeze(1)
         bounds[rows, exclude[rows]] = float("inf")
-    bounds, order = bounds.sort(1)
-    n_weights = sum(v[0].numel() for v in refs.values())
-    best, best_i = torch.full((len(order),), float("inf")), torch.full((len(order),), -1)
-    for lo in range(0, order.shape[1], CANDIDATES):
-        live = torch.nonzero(bounds[:, lo] < best.square() * (1 + 1e-5)).squeeze(1)  # tolerance: rounding
+    best, best_i = torch.full((len(bounds),), float("inf")), torch.full((len(bounds),), -1)
+    _search(spec, query, refs, bounds, best, best_i)
+    return best, best_i
+
+
+@torch.no_grad()
+def nearest_checkpoint(spec: Spec, query: Params, runs: Params) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest checkpoint of any training run to each query (N, *shape) by aligned distance: runs (R, P, *shape),
+    P checkpoints per run in training order.
+
+    Each aligned checkpoint bounds its run's others through the triangle inequality, d(q, c_e) >= d(q, c_a) -
+    |c_a - c_e| (the plain distance bounds the aligned one), which the aligned distances' lower bound cannot do
+    well for nets whose hidden layers feed each other.
+    Returns (dist (N,) float, index (N,) long into the R * P checkpoints, run-major).
+    """
+    ckpts = {k: v.flatten(0, 1) for k, v in runs.items()}
+    bounds = _bounds(spec, query, ckpts)  # (N, R * P)
+    best, best_i = torch.full((len(bounds),), float("inf")), torch.full((len(bounds),), -1)
+    _search(spec, query, ckpts, bounds, best, best_i, functools.partial(_triangle, bounds, _run_spans(spec, runs)))
+    return best, best_i
+
+
+def _search(spec: Spec, query: Params, refs: Params, bounds: torch.Tensor, best: torch.Tensor,
+            best_i: torch.Tensor, aligned: Callable | None = None) -> None:
+    """Align each query (N, *shape) to references (R, *shape) in rounds of the CANDIDATES lowest squared lower
+    bounds (N, R) until its lowest exceeds the best squared distance found; best, best_i (N,) and bounds (an
+    aligned pair's becomes inf) are updated in place. aligned(rows (A,), refs (A, c), dist (A, c)) may raise the
+    bounds after each round."""
+    n_weights = _weights(refs)
+    while True:
+        live = torch.nonzero(bounds.amin(1) < best.square() * (1 + 1e-5)).squeeze(1)  # tolerance: rounding
         if len(live) == 0:
-            break
+            return
         for part in live.split(max(1, min(PAIRS, PAIR_FLOATS // n_weights) // CANDIDATES)):
-            cand = order[part, lo:lo + CANDIDATES]  # (A, c)
+            low, cand = bounds[part].topk(min(CANDIDATES, bounds.shape[1]), 1, largest=False)  # (A, c)
             a = {k: v[part] for k, v in query.items()}
             d = aligned_distance(spec, a, {k: v[cand.reshape(-1)] for k, v in refs.items()}).view(cand.shape)
-            d[bounds[part, lo:lo + CANDIDATES].isinf()] = float("inf")  # an excluded reference never wins
+            d[low.isinf()] = float("inf")  # an excluded or finished reference never wins
+            bounds[part[:, None], cand] = float("inf")
             dmin, j = d.min(1)
             better = dmin < best[part]
             best[part[better]], best_i[part[better]] = dmin[better], cand[better, j[better]]
-    return best, best_i
+            if aligned is not None:
+                aligned(part, cand, d)
+
+
+def _run_spans(spec: Spec, runs: Params) -> torch.Tensor:
+    """(R, P, P) plain distance between every two checkpoints of one run; runs (R, P, *shape). Built a block of
+    runs at a time: a flat copy of every checkpoint can take gigabytes."""
+    n_runs, per_run = next(iter(runs.values())).shape[:2]
+    block = max(1, PAIR_FLOATS // _weights(runs))  # runs per block; _weights counts a whole run here
+    spans = []
+    for lo in range(0, n_runs, block):
+        chunk = flat(spec, {k: v[lo:lo + block].flatten(0, 1) for k, v in runs.items()})
+        spans.append(torch.cdist(*[chunk.view(-1, per_run, chunk.shape[1])] * 2))
+    return torch.cat(spans)
+
+
+def _weights(params: Params) -> int:
+    """Weights of one net in params key -> (N, *shape)."""
+    return sum(v[0].numel() for v in params.values())
+
+
+def _triangle(bounds: torch.Tensor, spans: torch.Tensor, rows: torch.Tensor, cand: torch.Tensor,
+              d: torch.Tensor) -> None:
+    """Raise bounds (N, R) in place from aligned distances d (A, c) of queries rows (A,) to references cand (A, c):
+    every checkpoint e of the run of checkpoint a is at least d - spans[run, a, e] away (squared, when positive)."""
+    per_run = spans.shape[1]
+    run, a = cand.div(per_run, rounding_mode="floor"), cand % per_run
+    tri = (d[..., None] - spans[run, a]).clamp_min(0).square().nan_to_num(posinf=0.0)  # (A, c, per_run)
+    cols = (run * per_run)[..., None] + torch.arange(per_run)  # (A, c, per_run)
+    bounds[rows] = bounds[rows].scatter_reduce(1, cols.flatten(1), tri.flatten(1), "amax")
 
 
 def error_iou(pred_a: torch.Tensor, pred_b: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,7 @@ from synthnet.errors import SynthNetError
 from synthnet.eval import report
 from synthnet.eval.baselines import finals, zoo_baselines
 from synthnet.eval.novelty import (Params, aligned_distance, ensemble_accuracy, error_iou, flat, mean_off_diagonal,
-                                   nearest, pairwise_iou)
+                                   nearest, nearest_checkpoint, pairwise_iou)
 from synthnet.scoring import evaluate, logits
 from synthnet.progress import progress
 from synthnet.seeds import Record, clashes
@@ -208,10 +208,9 @@ def zoo_loo_distance(spec: Spec, zoo_finals: Params) -> torch.Tensor:
 def _novelty(spec: Spec, zoo: ZooTensors, synth: Params, teachers: Params, x: torch.Tensor, y: torch.Tensor) -> Section:
     """Memorisation checks of the synthesized nets (N, *shape) against the zoo, their teachers and each other."""
     zoo_finals = finals(zoo)
-    runs, per_run = zoo.val_acc.shape  # per_run: checkpoints per run (epochs + 1)
-    ckpts = {k: v.reshape(runs * per_run, *v.shape[2:]) for k, v in zoo.params.items()}
+    per_run = zoo.val_acc.shape[1]  # checkpoints per run (epochs + 1)
     dist = _distances(spec, synth, teachers, zoo_finals)
-    d_ckpt, i_ckpt = nearest(spec, synth, ckpts)
+    d_ckpt, i_ckpt = nearest_checkpoint(spec, synth, zoo.params)
     loo = zoo_loo_distance(spec, zoo_finals)
     pred_s, pred_t = evaluate(spec, synth, x, y).pred, evaluate(spec, teachers, x, y).pred
     pred_z = evaluate(spec, zoo_finals, x, y).pred
@@ -225,7 +224,7 @@ def _novelty(spec: Spec, zoo: ZooTensors, synth: Params, teachers: Params, x: to
             "final_vs_zoo": dist["d_final"] / loo.mean(), "iou_teacher": error_iou(pred_s, pred_t, y),
             "iou_zoo_max": error_iou(pred_s[:, None], pred_z[None], y).amax(1),
             "iou_synth_mean": (synth_iou.sum(1) - synth_iou.diagonal()) / (n - 1)}
-    tree["teacher_d_ckpt"], _ = nearest(spec, teachers, ckpts)
+    tree["teacher_d_ckpt"], _ = nearest_checkpoint(spec, teachers, zoo.params)
     ratio = float(tree["ratio_ckpt"].mean())
     copy_ratio = float(d_ckpt.mean() / tree["teacher_d_ckpt"].mean())
     derived, not_copy = ratio <= RATIO_THRESHOLD, copy_ratio >= COPY_THRESHOLD
