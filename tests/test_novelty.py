@@ -105,8 +105,12 @@ def test_nearest_checkpoint_matches_exhaustive_search_and_aligns_fewer_pairs(arc
          for k, v in q.items()}  # two random nets and two permuted checkpoints
     exact = torch.stack([nv.aligned_distance(spec, {k: v[i:i + 1] for k, v in q.items()}, ckpts) for i in range(6)])
     monkeypatch.setattr(nv, "CANDIDATES", 8)  # rounds fine enough for 480 checkpoints
-    aligned, counted = [], nv.aligned_distance
-    monkeypatch.setattr(nv, "aligned_distance", lambda *a: aligned.append(len(next(iter(a[2].values())))) or counted(*a))
+    aligned, counted = [], nv.aligned_distance  # references aligned per call
+
+    def counting(spec, a, b):
+        aligned.append(len(next(iter(b.values()))))
+        return counted(spec, a, b)
+    monkeypatch.setattr(nv, "aligned_distance", counting)
     dist, idx = nv.nearest_checkpoint(spec, q, runs)
     assert torch.allclose(dist, exact.min(1).values) and idx.tolist() == exact.argmin(1).tolist()
     assert idx[4:].tolist() == [100, 333] and (dist[4:] < 1e-5).all()

@@ -242,7 +242,8 @@ def nearest_checkpoint(spec: Spec, query: Params, runs: Params) -> tuple[torch.T
 
     Each aligned checkpoint bounds its run's others through the triangle inequality, d(q, c_e) >= d(q, c_a) -
     |c_a - c_e| (the plain distance bounds the aligned one), which the aligned distances' lower bound cannot do
-    well for nets whose hidden layers feed each other.
+    well for nets whose hidden layers feed each other. Exact for one hidden layer; for more, weight matching only
+    approaches the aligned distance, and on row 2 the search found what aligning every checkpoint finds.
     Returns (dist (N,) float, index (N,) long into the R * P checkpoints, run-major).
     """
     ckpts = {k: v.flatten(0, 1) for k, v in runs.items()}
