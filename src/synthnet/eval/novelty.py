@@ -230,9 +230,7 @@ def nearest(spec: Spec, query: Params, refs: Params, exclude: torch.Tensor | Non
     if exclude is not None:
         rows = torch.nonzero(exclude >= 0).squeeze(1)
         bounds[rows, exclude[rows]] = float("inf")
-    best, best_i = torch.full((len(bounds),), float("inf")), torch.full((len(bounds),), -1)
-    _search(spec, query, refs, bounds, best, best_i)
-    return best, best_i
+    return _search(spec, query, refs, bounds)
 
 
 @torch.no_grad()
@@ -248,22 +246,21 @@ def nearest_checkpoint(spec: Spec, query: Params, runs: Params) -> tuple[torch.T
     """
     ckpts = {k: v.flatten(0, 1) for k, v in runs.items()}
     bounds = _bounds(spec, query, ckpts)  # (N, R * P)
-    best, best_i = torch.full((len(bounds),), float("inf")), torch.full((len(bounds),), -1)
-    _search(spec, query, ckpts, bounds, best, best_i, functools.partial(_triangle, bounds, _run_spans(spec, runs)))
-    return best, best_i
+    return _search(spec, query, ckpts, bounds, functools.partial(_triangle, bounds, _run_spans(spec, runs)))
 
 
-def _search(spec: Spec, query: Params, refs: Params, bounds: torch.Tensor, best: torch.Tensor,
-            best_i: torch.Tensor, aligned: Callable | None = None) -> None:
+def _search(spec: Spec, query: Params, refs: Params, bounds: torch.Tensor, aligned: Callable | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Align each query (N, *shape) to references (R, *shape) in rounds of the CANDIDATES lowest squared lower
-    bounds (N, R) until its lowest exceeds the best squared distance found; best, best_i (N,) and bounds (an
-    aligned pair's becomes inf) are updated in place. aligned(rows (A,), refs (A, c), dist (A, c)) may raise the
-    bounds after each round."""
+    bounds (N, R) until its lowest exceeds the best squared distance found; an aligned pair's bound becomes inf, in
+    place. aligned(rows (A,), refs (A, c), dist (A, c)) may raise the bounds after each round.
+    Returns (dist (N,), index (N,)) of the nearest."""
     n_weights = _weights(refs)
+    best, best_i = torch.full((len(bounds),), float("inf")), torch.full((len(bounds),), -1)
     while True:
         live = torch.nonzero(bounds.amin(1) < best.square() * (1 + 1e-5)).squeeze(1)  # tolerance: rounding
         if len(live) == 0:
-            return
+            return best, best_i
         for part in live.split(max(1, min(PAIRS, PAIR_FLOATS // n_weights) // CANDIDATES)):
             low, cand = bounds[part].topk(min(CANDIDATES, bounds.shape[1]), 1, largest=False)  # (A, c)
             a = {k: v[part] for k, v in query.items()}
