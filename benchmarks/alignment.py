@@ -2,12 +2,12 @@
 
 `synthnet eval`'s novelty figures align every (query, zoo checkpoint) pair that neither the lower bound nor the
 checkpoints of the same run rule out; for nets with two or more hidden layers that is about a third of the pairs
-(README, "Eval on nets with two hidden layers"), so this rate sets the eval's time. Times `aligned_distance` of one zoo final against `--pairs` checkpoints of other
-runs, and in the same run scipy's `linear_sum_assignment` alone on as many random cost matrices per hidden layer (one
-solve per layer per pair, one thread: the floor of a single weight-matching pass). Prints pairs/s of each and the
-novelty search of a 64-seed `synthnet eval` projected at that rate if nothing were pruned (the checkpoint searches
-of the outputs and of their teachers, and the zoo's leave-one-out over a sample of its finals). Figures only; close
-other jobs first.
+(README, "Eval on nets with two hidden layers"), so this rate sets the eval's time. Times `aligned_distance` of one
+zoo final against `--pairs` checkpoints of other runs, and in the same run scipy's `linear_sum_assignment` alone on
+as many random cost matrices per hidden layer (one solve per layer per pair, one thread: the floor of a single
+weight-matching pass). Prints pairs/s of each and the novelty search of a 64-seed `synthnet eval` projected at that
+rate if nothing were pruned (the checkpoint searches of the outputs and of their teachers, and the zoo's
+leave-one-out over a sample of its finals). Figures only; close other jobs first.
 Run: .venv/bin/python benchmarks/alignment.py --zoo zoos/digits-mlp2 [--pairs 2048]
 """
 

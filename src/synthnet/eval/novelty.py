@@ -249,8 +249,8 @@ def nearest_checkpoint(spec: Spec, query: Params, runs: Params) -> tuple[torch.T
     return _search(spec, query, ckpts, bounds, functools.partial(_triangle, bounds, _run_spans(spec, runs)))
 
 
-def _search(spec: Spec, query: Params, refs: Params, bounds: torch.Tensor, aligned: Callable | None = None,
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def _search(spec: Spec, query: Params, refs: Params, bounds: torch.Tensor,
+            aligned: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Align each query (N, *shape) to references (R, *shape) in rounds of the CANDIDATES lowest squared lower
     bounds (N, R) until its lowest exceeds the best squared distance found; an aligned pair's bound becomes inf, in
     place. aligned(rows (A,), refs (A, c), dist (A, c)) may raise the bounds after each round.
